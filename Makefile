@@ -1,0 +1,62 @@
+# EWI: two commands on a fresh machine.
+#   make demo   set everything up, run the whole pipeline on synthetic data, serve the dashboard
+#   make test   set everything up and run every test (ruff included)
+
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export EWI_HOME ?= $(CURDIR)/.ewi
+DEMO_DATA := $(EWI_HOME)/demo-data
+DEMO_PORT ?= 8050
+
+.PHONY: help install browser demo test lint unit bench eval airflow clean stop
+
+help:
+	@echo "make demo   - install, generate two years of synthetic data, run the pipeline, serve the dashboard"
+	@echo "make test   - install and run all tests (ruff, unit, integration)"
+	@echo "make bench  - performance benchmarks"
+	@echo "make stop   - stop the embedded warehouse"
+
+$(STAMP): requirements.lock pyproject.toml
+	@echo "==> [setup] creating virtualenv $(VENV) with pinned requirements"
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps -e .
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+# Debian's Chromium for the browser tests; Playwright drives it (no browser download).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "==> [setup] installing Debian's chromium"; \
+	  (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || \
+	  echo "!! could not install chromium: browser tests will be skipped"; }
+
+lint: install
+	$(BIN)/ruff check ewi dags tests
+
+test: install browser lint
+	@echo "==> [test] pytest"
+	$(BIN)/pytest -q
+
+demo: install
+	@echo "==> [demo] warehouse: migrations and area register"
+	$(BIN)/ewi warehouse init
+	@echo "==> [demo] generating two years of synthetic extracts into $(DEMO_DATA)"
+	$(BIN)/ewi synth --out $(DEMO_DATA) --weeks 104 --seed 7
+	@echo "==> [demo] running the pipeline through Airflow (ingest DAG, then transform DAG)"
+	$(BIN)/ewi airflow demo-run --landing $(DEMO_DATA)
+	@echo "==> [demo] serving the dashboard"
+	$(BIN)/ewi dashboard --port $(DEMO_PORT)
+
+bench: install
+	$(BIN)/python -m ewi.bench
+
+stop:
+	-$(BIN)/ewi warehouse stop
+
+clean: stop
+	rm -rf $(VENV) .ewi dbt_project/target dbt_project/logs

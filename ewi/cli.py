@@ -1,0 +1,172 @@
+"""The `ewi` command line. Exit codes: 0 success, 2 usage error, 3 a delivery was quarantined or
+rejected (ingest) or a gate failed (transform)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_GATE = 3
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, ensure_ascii=False, default=str), flush=True)
+
+
+def cmd_warehouse(args: argparse.Namespace) -> int:
+    from ewi import warehouse
+
+    if args.action == "url":
+        print(warehouse.dsn())
+    elif args.action == "stop":
+        print("stopped" if warehouse.stop() else "not running")
+    elif args.action == "init":
+        from ewi import setup
+
+        applied = setup.init_warehouse()
+        print(f"warehouse ready ({len(applied)} migrations applied now)")
+    return EXIT_OK
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from ewi import synth
+
+    summary = synth.generate(Path(args.out), weeks=args.weeks, end_week=args.end_week, seed=args.seed)
+    _print_json(summary)
+    return EXIT_OK
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from ewi import setup
+    from ewi.ingest import ingest_files
+
+    setup.init_warehouse()
+    paths = [Path(p) for p in args.paths]
+    for p in paths:
+        if p.is_dir():
+            print(f"ewi ingest: {p} is a directory; pass files (e.g. {p}/*.csv)", file=sys.stderr)
+            return EXIT_USAGE
+        if not p.exists():
+            print(f"ewi ingest: no such file: {p.name}", file=sys.stderr)
+            return EXIT_USAGE
+    results = ingest_files(paths)
+    for r in results:
+        if args.json:
+            _print_json(r.as_dict())
+        else:
+            print(f"{r.status:12} {r.rows if r.rows is not None else '-':>8}  {r.file}  {r.reason or ''}")
+    bad = any(r.status in ("quarantined", "rejected") for r in results)
+    return EXIT_GATE if bad else EXIT_OK
+
+
+def cmd_quarantine(args: argparse.Namespace) -> int:
+    from ewi import quarantine, setup
+
+    setup.init_warehouse()
+    if args.action == "list":
+        rows = quarantine.list_quarantined()
+        for row in rows:
+            if args.json:
+                _print_json(row)
+            else:
+                print(f"{row['batch_id']}  {row['source']:15} {row['period']}  {row['file_name']}  {row['reason']}")
+        return EXIT_OK
+    if not args.batch or not args.reason:
+        print("ewi quarantine release BATCH --reason TEXT", file=sys.stderr)
+        return EXIT_USAGE
+    result = quarantine.release(args.batch, args.reason)
+    _print_json(result.as_dict()) if args.json else print(f"{result.status} {result.reason or ''}")
+    return EXIT_OK if result.status == "published" else EXIT_GATE
+
+
+def cmd_transform(args: argparse.Namespace) -> int:
+    from ewi import setup, transform
+
+    setup.init_warehouse()
+    summary = transform.build(select=args.select, full_refresh=args.full_refresh)
+    if args.json:
+        _print_json(summary)
+    else:
+        print(f"dbt build: {summary['status']} ({summary['counts']})")
+    return EXIT_OK if summary["success"] else EXIT_GATE
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from ewi.dashboard.server import serve
+
+    serve(host=args.host, port=args.port)
+    return EXIT_OK
+
+
+def cmd_airflow(args: argparse.Namespace) -> int:
+    from ewi import airflow_local
+
+    return airflow_local.main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ewi", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("warehouse", help="the PostgreSQL warehouse")
+    p.add_argument("action", choices=["url", "stop", "init"])
+    p.set_defaults(func=cmd_warehouse)
+
+    p = sub.add_parser("synth", help="write synthetic weekly extracts")
+    p.add_argument("--out", required=True)
+    p.add_argument("--weeks", type=int, default=104)
+    p.add_argument("--end-week", default=None, help="last ISO week, YYYY-Www (default: last complete week)")
+    p.add_argument("--seed", type=int, default=1)
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("ingest", help="write-audit-publish delivered files")
+    p.add_argument("paths", nargs="+")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("quarantine", help="list or release quarantined batches")
+    p.add_argument("action", choices=["list", "release"])
+    p.add_argument("batch", nargs="?")
+    p.add_argument("--reason")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_quarantine)
+
+    p = sub.add_parser("transform", help="dbt build of the indicator models")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--select", default=None)
+    p.add_argument("--full-refresh", action="store_true")
+    p.set_defaults(func=cmd_transform)
+
+    p = sub.add_parser("dashboard", help="serve the dashboard")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8050)
+    p.set_defaults(func=cmd_dashboard)
+
+    p = sub.add_parser("airflow", help="the local Airflow")
+    p.add_argument("action", choices=["up", "down", "demo-run", "env"])
+    p.add_argument("--landing", default=None)
+    p.set_defaults(func=cmd_airflow)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on usage errors already
+        return int(exc.code or 0)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

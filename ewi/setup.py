@@ -1,0 +1,34 @@
+"""Bring a warehouse to the state EWI expects: migrations applied, area register loaded."""
+
+from __future__ import annotations
+
+import csv
+
+from ewi import config, migrate, warehouse
+
+AREA_COLUMNS = ("area_code", "area_name", "area_class", "pop_total", "pop_0_5", "pop_6_12",
+                "pop_13_15", "pop_16_17", "pop_18_20")
+
+
+def load_area_register(conn) -> int:
+    """Upsert the area register (the dbt seed file) into ref.areas, which the ingest gate checks
+    area codes against. Areas are never deleted here: published rows may still refer to them."""
+    with open(config.AREAS_SEED, encoding="utf-8", newline="") as fh:
+        rows = [tuple(r[c] for c in AREA_COLUMNS) for r in csv.DictReader(fh)]
+    cols = ", ".join(AREA_COLUMNS)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in AREA_COLUMNS[1:])
+    with conn.cursor() as cur:
+        cur.executemany(
+            f"insert into ref.areas ({cols}) values ({', '.join(['%s'] * len(AREA_COLUMNS))}) "  # noqa: S608
+            f"on conflict (area_code) do update set {updates}",
+            rows,
+        )
+    return len(rows)
+
+
+def init_warehouse() -> list[str]:
+    with warehouse.connect() as conn:
+        applied = migrate.migrate(conn)
+        with conn.transaction():
+            load_area_register(conn)
+    return applied

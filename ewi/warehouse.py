@@ -1,0 +1,114 @@
+"""The PostgreSQL warehouse: an external server when EWI_WAREHOUSE_DSN is set, otherwise an
+embedded server (pgserver) whose data lives under $EWI_HOME/warehouse.
+
+The embedded server listens on a unix socket only, so nothing outside this machine can reach the
+pseudonymous tables it holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import psycopg
+from psycopg import conninfo
+
+from ewi import config
+
+log = logging.getLogger(__name__)
+
+
+def _pgdata() -> Path:
+    return config.ewi_home() / "warehouse"
+
+
+def _quiet_platformdirs() -> None:
+    # pgserver keeps its lock file under XDG_RUNTIME_DIR and warns loudly when it is unset.
+    if not os.environ.get("XDG_RUNTIME_DIR"):
+        runtime = Path("/tmp") / f"ewi-runtime-{os.getuid()}"
+        runtime.mkdir(mode=0o700, exist_ok=True)
+        os.environ["XDG_RUNTIME_DIR"] = str(runtime)
+
+
+def _embedded_server():
+    _quiet_platformdirs()
+    import pgserver
+
+    return pgserver.get_server(_pgdata(), cleanup_mode=None)
+
+
+def _ensure_database(admin_dsn: str, name: str) -> None:
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        exists = conn.execute("select 1 from pg_database where datname = %s", (name,)).fetchone()
+        if not exists:
+            conn.execute(psycopg.sql.SQL("create database {}").format(psycopg.sql.Identifier(name)))
+
+
+def dsn(database: str | None = None) -> str:
+    """The libpq DSN of the warehouse database, starting the embedded server if needed."""
+    external = config.configured_dsn()
+    if external:
+        if database is None:
+            return external
+        return conninfo.make_conninfo(external, dbname=database)
+    server = _embedded_server()
+    name = database or config.warehouse_database()
+    _ensure_database(server.get_uri("postgres"), name)
+    return server.get_uri(name)
+
+
+def stop() -> bool:
+    """Stop the embedded server if it runs. Returns True when a server was stopped."""
+    if config.configured_dsn():
+        return False
+    pgdata = _pgdata()
+    if not (pgdata / "postmaster.pid").exists():
+        return False
+    _quiet_platformdirs()
+    from pgserver._commands import pg_ctl
+
+    user = "pgserver" if os.geteuid() == 0 else None
+    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
+    return True
+
+
+def connection_parts(dsn_: str | None = None) -> dict[str, str]:
+    """host/port/user/password/dbname of a DSN, for tools that do not take a DSN (dbt)."""
+    parts = conninfo.conninfo_to_dict(dsn_ or dsn())
+    return {
+        "host": str(parts.get("host") or "localhost"),
+        "port": str(parts.get("port") or 5432),
+        "user": str(parts.get("user") or os.environ.get("USER", "postgres")),
+        "password": str(parts.get("password") or ""),
+        "dbname": str(parts.get("dbname") or config.warehouse_database()),
+    }
+
+
+def sqlalchemy_url(dsn_: str | None = None) -> str:
+    """A SQLAlchemy URL for the same database (GX cannot take a socket-only libpq DSN)."""
+    from sqlalchemy.engine import URL
+
+    p = connection_parts(dsn_)
+    query = {}
+    host = p["host"]
+    if host.startswith("/"):
+        query["host"] = host
+        host = None
+    return URL.create(
+        "postgresql+psycopg2",
+        username=p["user"],
+        password=p["password"] or None,
+        host=host,
+        port=int(p["port"]) if host else None,
+        database=p["dbname"],
+        query=query,
+    ).render_as_string(hide_password=False)
+
+
+@contextmanager
+def connect(autocommit: bool = False) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(dsn(), autocommit=autocommit) as conn:
+        yield conn
