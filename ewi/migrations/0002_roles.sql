@@ -1,11 +1,12 @@
--- Read roles. Login users are granted one of these; neither can read a pseudonymous table.
+-- Read-only login roles for the dashboard and the auditors; neither can read a pseudonymous table.
+-- On an external server, give them passwords out of band (ALTER ROLE ... PASSWORD).
 do $$
 begin
     if not exists (select 1 from pg_roles where rolname = 'ewi_dashboard') then
-        create role ewi_dashboard nologin;
+        create role ewi_dashboard login;
     end if;
     if not exists (select 1 from pg_roles where rolname = 'ewi_auditor') then
-        create role ewi_auditor nologin;
+        create role ewi_auditor login;
     end if;
 end
 $$;

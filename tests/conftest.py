@@ -1,0 +1,40 @@
+"""Shared fixtures. Every test session gets its own EWI_HOME and so its own embedded PostgreSQL
+(or the server in EWI_TEST_WAREHOUSE_DSN, if set), so tests never touch a developer's .ewi/."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def ewi_home(tmp_path_factory) -> Path:
+    home = tmp_path_factory.mktemp("ewi-home")
+    os.environ["EWI_HOME"] = str(home)
+    if os.environ.get("EWI_TEST_WAREHOUSE_DSN"):
+        os.environ["EWI_WAREHOUSE_DSN"] = os.environ["EWI_TEST_WAREHOUSE_DSN"]
+    else:
+        os.environ.pop("EWI_WAREHOUSE_DSN", None)
+    yield home
+    from ewi import warehouse
+
+    warehouse.stop()
+
+
+@pytest.fixture(scope="session")
+def warehouse_ready(ewi_home) -> str:
+    """An initialised warehouse (migrations applied, area register loaded); returns its DSN."""
+    from ewi import setup, warehouse
+
+    setup.init_warehouse()
+    return warehouse.dsn()
+
+
+@pytest.fixture
+def db(warehouse_ready):
+    import psycopg
+
+    with psycopg.connect(warehouse_ready, autocommit=True) as conn:
+        yield conn
