@@ -36,7 +36,8 @@ def cmd_warehouse(args: argparse.Namespace) -> int:
 def cmd_synth(args: argparse.Namespace) -> int:
     from ewi import synth
 
-    summary = synth.generate(Path(args.out), weeks=args.weeks, end_week=args.end_week, seed=args.seed)
+    summary = synth.generate(Path(args.out), weeks=args.weeks, end_week=args.end_week, seed=args.seed,
+                             rises=not args.no_rises)
     _print_json(summary)
     return EXIT_OK
 
@@ -123,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weeks", type=int, default=104)
     p.add_argument("--end-week", default=None, help="last ISO week, YYYY-Www (default: last complete week)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--no-rises", action="store_true", help="inject no area-level rises (false-alarm runs)")
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("ingest", help="write-audit-publish delivered files")

@@ -34,4 +34,4 @@ def configured_dsn() -> str | None:
 
 
 def warehouse_database() -> str:
-    return os.environ.get("EWI_WAREHOUSE_DB", "ewi")
+    return os.environ.get("EWI_WAREHOUSE_DB") or "ewi"

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import psycopg
 from psycopg import conninfo
@@ -48,14 +48,19 @@ def _ensure_database(admin_dsn: str, name: str) -> None:
 
 
 def dsn(database: str | None = None) -> str:
-    """The libpq DSN of the warehouse database, starting the embedded server if needed."""
+    """The libpq DSN of the warehouse database, starting the embedded server if needed.
+
+    EWI_WAREHOUSE_DB (or `database`) picks another database on the same server; it is created
+    when missing, which is how tests get a clean warehouse each."""
+    name = database or os.environ.get("EWI_WAREHOUSE_DB")
     external = config.configured_dsn()
     if external:
-        if database is None:
+        if not name:
             return external
-        return conninfo.make_conninfo(external, dbname=database)
+        _ensure_database(conninfo.make_conninfo(external, dbname="postgres"), name)
+        return conninfo.make_conninfo(external, dbname=name)
     server = _embedded_server()
-    name = database or config.warehouse_database()
+    name = name or config.warehouse_database()
     _ensure_database(server.get_uri("postgres"), name)
     return server.get_uri(name)
 

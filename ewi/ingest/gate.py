@@ -1,0 +1,200 @@
+"""The audit step: run a source's Great Expectations suite against a pending batch, in PostgreSQL.
+
+GX is imported here only (it takes seconds to import), once per process. The validation runs on a
+query asset over the pending table restricted to the batch, with GX's SQL execution engine, so the
+batch is never pulled into pandas. Results are kept to counts and fractions: no cell value from
+the delivery is stored, logged or rendered into Data Docs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from dataclasses import dataclass, field
+from statistics import median
+
+from ewi import config, expectations, warehouse
+from ewi.sources import Delivery, Source
+
+log = logging.getLogger(__name__)
+
+RESULT_FORMAT = {
+    "result_format": "BASIC",
+    "partial_unexpected_count": 0,
+    "exclude_unexpected_values": True,
+    "include_unexpected_rows": False,
+    "return_unexpected_index_query": False,
+}
+VOLUME_HISTORY = 8
+
+_lock = threading.Lock()
+_contexts: dict[str, object] = {}
+
+
+@dataclass
+class CheckResult:
+    expectation_type: str
+    column: str | None
+    success: bool
+    observed: dict
+    unexpected_count: int | None
+    notes: str
+
+
+@dataclass
+class GateResult:
+    success: bool
+    checks: list[CheckResult] = field(default_factory=list)
+    validation_result_id: str | None = None
+    data_docs_path: str | None = None
+
+    @property
+    def failed(self) -> list[CheckResult]:
+        return [c for c in self.checks if not c.success]
+
+    def reason(self) -> str:
+        parts = []
+        for c in self.failed:
+            what = c.notes or c.expectation_type
+            count = f" ({c.unexpected_count} rows)" if c.unexpected_count else ""
+            if c.expectation_type == "expect_table_row_count_to_be_between":
+                count = f" ({c.observed.get('observed_value')} rows, expected at least {c.observed.get('min_value')})"
+            parts.append(f"{what}{count}")
+        return "checks failed: " + "; ".join(parts)
+
+
+def _gx_context():
+    """An in-memory GX context with a filesystem Data Docs site under $EWI_HOME/gx: nothing is
+    written to the project tree, and concurrent tasks do not race on a shared config file."""
+    url = warehouse.sqlalchemy_url()
+    if url in _contexts:
+        return _contexts[url]
+    import warnings
+
+    import great_expectations as gx
+    from great_expectations.datasource.fluent import GxDatasourceWarning
+
+    # A generic SQL datasource is deliberate: the Postgres one refuses socket-only DSNs.
+    warnings.filterwarnings("ignore", category=GxDatasourceWarning)
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    docs_dir = config.ewi_home() / "gx" / "data_docs"
+    docs_dir.mkdir(parents=True, exist_ok=True)
+    context.add_data_docs_site(
+        site_name="ewi",
+        site_config={
+            "class_name": "SiteBuilder",
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        },
+    )
+    context.data_sources.add_sql(name="warehouse", connection_string=url)
+    for source_name in ("school_absence", "referrals", "contacts"):
+        from ewi.sources import SOURCES
+
+        suite_json = expectations.load_suite(SOURCES[source_name])
+        suite = gx.ExpectationSuite(**suite_json)
+        if len(suite.expectations) != len(suite_json["expectations"]):
+            raise RuntimeError(f"GX refused part of suite {suite_json['name']}")
+        context.suites.add(suite)
+    _contexts[url] = context
+    return context
+
+
+def volume_floor(conn, source: Source) -> int:
+    """Half the median row count of the source's last published batches (at least 1)."""
+    counts = [r[0] for r in conn.execute(
+        "select rows_published from audit.batches where source = %s and status in ('published', 'superseded') "
+        "and rows_published is not null order by decided_at desc limit %s",
+        (source.name, VOLUME_HISTORY),
+    ).fetchall()]
+    if not counts:
+        return 1
+    return max(1, math.ceil(median(counts) / 2))
+
+
+def parameters(conn, delivery: Delivery) -> dict:
+    source = delivery.source
+    if source.period_column == "iso_week":
+        period_values = [delivery.period]
+    else:
+        period_values = [d.isoformat() for d in delivery.week_dates]
+    low, high = delivery.birth_year_range
+    return {
+        "min_rows": volume_floor(conn, source),
+        "period_values": period_values,
+        "birth_years": [str(y) for y in range(low, high + 1)],
+    }
+
+
+def _summarise(result: dict) -> dict:
+    keep = ("observed_value", "element_count", "unexpected_count", "unexpected_percent", "missing_count")
+    summary = {k: result[k] for k in keep if k in result and isinstance(result[k], (int, float, type(None)))}
+    return summary
+
+
+def validate(batch_id: str, delivery: Delivery, params: dict) -> GateResult:
+    import great_expectations as gx
+
+    with _lock:
+        context = _gx_context()
+        source = delivery.source
+        datasource = context.data_sources.get("warehouse")
+        # Each batch gets its own asset so Data Docs pages carry the batch id.
+        batch_asset = datasource.add_query_asset(
+            name=f"{source.name}_{batch_id}",
+            query=f"SELECT * FROM {source.pending_table} WHERE batch_id = '{batch_id}'",  # noqa: S608
+        )
+        batch_def = batch_asset.add_batch_definition_whole_table("batch")
+        suite = context.suites.get(expectations.suite_name(source))
+        vdef = context.validation_definitions.add(
+            gx.ValidationDefinition(name=f"{source.name}_{batch_id}", data=batch_def, suite=suite)
+        )
+        checkpoint = context.checkpoints.add(gx.Checkpoint(
+            name=f"ewi_{batch_id}",
+            validation_definitions=[vdef],
+            actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=["ewi"])],
+            result_format=RESULT_FORMAT,
+        ))
+        try:
+            run = checkpoint.run(expectation_parameters=params)
+        finally:
+            context.checkpoints.delete(checkpoint.name)
+            context.validation_definitions.delete(vdef.name)
+            datasource.delete_asset(batch_asset.name)
+
+    checks: list[CheckResult] = []
+    validation_id = None
+    docs_path = None
+    for identifier, vr in run.run_results.items():
+        validation_id = str(identifier.to_tuple()[-1]) if hasattr(identifier, "to_tuple") else str(identifier)
+        for r in vr.results:
+            cfg = r.expectation_config
+            kwargs = cfg.kwargs
+            observed = _summarise(r.result or {})
+            if cfg.type == "expect_table_row_count_to_be_between":
+                observed["min_value"] = params["min_rows"]
+            checks.append(CheckResult(
+                expectation_type=cfg.type,
+                column=kwargs.get("column") or (",".join(kwargs["column_list"]) if kwargs.get("column_list") else None),
+                success=bool(r.success),
+                observed=observed,
+                unexpected_count=(r.result or {}).get("unexpected_count", (r.result or {}).get("observed_value")
+                                                      if cfg.type == "unexpected_rows_expectation" else None),
+                notes=(cfg.meta or {}).get("notes", ""),
+            ))
+        docs_path = _docs_page(context, identifier)
+    return GateResult(success=bool(run.success), checks=checks,
+                      validation_result_id=validation_id, data_docs_path=docs_path)
+
+
+def _docs_page(context, identifier) -> str | None:
+    try:
+        for site in context.get_docs_sites_urls(resource_identifier=identifier, site_name="ewi"):
+            return str(site["site_url"]).removeprefix("file://")
+    except Exception:  # Data Docs are a courtesy view; the audit tables hold the facts
+        log.warning("could not locate the Data Docs page of a validation")
+    return None

@@ -1,0 +1,73 @@
+"""Quarantined batches: list them, and release one after the cause was fixed (for instance an area
+missing from the reference table). A release re-runs the same gate; it publishes only if the batch
+now passes, and the engineer's reason is kept in the audit trail."""
+
+from __future__ import annotations
+
+from psycopg import sql
+
+from ewi import warehouse
+from ewi.ingest import IngestResult, _publish, _quarantine, _record_checks, gate
+from ewi.sources import SOURCES, parse_file_name
+
+
+def list_quarantined() -> list[dict]:
+    with warehouse.connect() as conn:
+        cur = conn.execute(
+            "select batch_id, source, period, file_name, received_at, decided_at, rows_in_file, reason "
+            "from audit.batches where status = 'quarantined' order by received_at"
+        )
+        names = [d.name for d in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def release(batch_id: str, reason: str) -> IngestResult:
+    with warehouse.connect() as conn:
+        row = conn.execute(
+            "select source, period, file_name, status, delivered_at from audit.batches where batch_id = %s",
+            (batch_id,),
+        ).fetchone()
+        if row is None or row[3] != "quarantined":
+            return IngestResult(file=row[2] if row else "", batch_id=batch_id, status=row[3] if row else "unknown",
+                                reason="not a quarantined batch")
+        source = SOURCES[row[0]]
+        delivery = parse_file_name(row[2])
+        result = IngestResult(file=row[2], source=source.name, period=row[1], batch_id=batch_id)
+        newer = conn.execute(
+            "select 1 from audit.batches where source = %s and period = %s and status = 'published' "
+            "and delivered_at > %s", (source.name, row[1], row[4])).fetchone()
+        if newer:
+            result.status, result.reason = "quarantined", "stale: a later delivery for this period is published"
+            return result
+        cols = sql.SQL(", ").join(sql.Identifier(c) for c in ("batch_id", *source.column_names))
+        with conn.transaction():
+            conn.execute(
+                sql.SQL("insert into {p} ({c}) select {c} from {q} where batch_id = %s").format(
+                    p=sql.Identifier("pending", source.name), q=sql.Identifier("quarantine", source.name), c=cols),
+                (batch_id,),
+            )
+            conn.execute(sql.SQL("delete from {} where batch_id = %s").format(
+                sql.Identifier("quarantine", source.name)), (batch_id,))
+            conn.execute(
+                "update audit.batches set status = 'pending', reason = %s where batch_id = %s",
+                (f"release requested: {reason}"[:500], batch_id),
+            )
+        params = gate.parameters(conn, delivery)
+        conn.commit()
+        outcome = gate.validate(batch_id, delivery, params)
+        _record_checks(conn, batch_id, outcome)
+        rows = conn.execute(sql.SQL("select count(*) from {} where batch_id = %s").format(
+            sql.Identifier("pending", source.name)), (batch_id,)).fetchone()[0]
+        result.rows = rows
+        if outcome.success:
+            _publish(conn, source, row[1], batch_id, rows)
+            conn.execute("update audit.batches set reason = %s where batch_id = %s",
+                         (f"released from quarantine: {reason}"[:500], batch_id))
+            result.status, result.reason = "published", f"released from quarantine: {reason}"
+        else:
+            result.status, result.reason = "quarantined", outcome.reason()
+            result.failed_checks = [{"expectation": c.expectation_type, "column": c.column,
+                                     "observed": c.observed, "description": c.notes} for c in outcome.failed]
+            _quarantine(conn, source, batch_id, result.reason, result.failed_checks)
+        conn.commit()
+        return result

@@ -1,0 +1,471 @@
+"""Write-audit-publish ingest against a real PostgreSQL and real Great Expectations: every bad
+input is a real file, and every test checks status, reason, and that published data is unchanged."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+import os
+from datetime import date, datetime, timedelta
+
+import psycopg
+import pytest
+
+from ewi.ingest import ingest_files
+from ewi.ingest.identifiers import contains_identity_number, luhn_ok
+from ewi.sources import SOURCES, iso_week_of
+from tests import extracts
+
+RAW_TABLES = ("raw.school_absence", "raw.referrals", "raw.contacts")
+_weeks = itertools.count()
+
+
+def new_period() -> str:
+    """A fresh ISO week per test, so tests do not see each other's batches."""
+    return iso_week_of(date(2024, 1, 8) + timedelta(weeks=next(_weeks)))
+
+
+@pytest.fixture(scope="module")
+def conn(ewi_home):
+    from ewi import setup, warehouse
+
+    os.environ["EWI_WAREHOUSE_DB"] = "ewi_ingest_tests"
+    try:
+        setup.init_warehouse()
+        with psycopg.connect(warehouse.dsn(), autocommit=True) as c:
+            yield c
+    finally:
+        os.environ.pop("EWI_WAREHOUSE_DB", None)
+
+
+def snapshot(conn) -> dict:
+    out = {}
+    for table in RAW_TABLES:
+        out[table] = conn.execute(
+            f"select count(*), md5(coalesce(string_agg(t::text, '|' order by t::text), '')) from {table} t"  # noqa: S608
+        ).fetchone()
+    return out
+
+
+def ingest_one(path):
+    [result] = ingest_files([path])
+    return result
+
+
+def batch(conn, batch_id) -> dict:
+    cur = conn.execute("select * from audit.batches where batch_id = %s", (batch_id,))
+    return dict(zip([d.name for d in cur.description], cur.fetchone(), strict=True))
+
+
+def assert_rejected(conn, path, code):
+    before = snapshot(conn)
+    result = ingest_one(path)
+    assert result.status == "rejected", result
+    assert result.reason.startswith(code + ":"), result.reason
+    row = batch(conn, result.batch_id)
+    assert row["status"] == "rejected" and row["reason"] == result.reason
+    assert row["file_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert row["file_size"] == path.stat().st_size
+    for table in ("pending.school_absence", "pending.referrals", "pending.contacts"):
+        assert conn.execute(f"select count(*) from {table} where batch_id = %s", (result.batch_id,)).fetchone()[0] == 0  # noqa: S608
+    assert snapshot(conn) == before
+    return result
+
+
+def assert_quarantined(conn, path, expectation_fragment):
+    before = snapshot(conn)
+    result = ingest_one(path)
+    assert result.status == "quarantined", result
+    assert expectation_fragment in result.reason, result.reason
+    assert result.failed_checks
+    row = batch(conn, result.batch_id)
+    assert row["status"] == "quarantined"
+    source = result.source
+    held = conn.execute(f"select count(*) from quarantine.{source} where batch_id = %s",  # noqa: S608
+                        (result.batch_id,)).fetchone()[0]
+    assert held == result.rows
+    assert conn.execute("select count(*) from audit.check_results where batch_id = %s and not success",
+                        (result.batch_id,)).fetchone()[0] >= 1
+    assert snapshot(conn) == before
+    return result
+
+
+# --- happy paths -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("source", sorted(SOURCES))
+def test_valid_file_is_published_with_its_row_count(conn, tmp_path, source):
+    period = new_period()
+    path = extracts.write(tmp_path, source, period)
+    result = ingest_one(path)
+    assert result.status == "published", result
+    assert result.rows == 40
+    assert conn.execute(f"select count(*) from raw.{source} where batch_id = %s",  # noqa: S608
+                        (result.batch_id,)).fetchone()[0] == 40
+    assert result.data_docs and os.path.exists(result.data_docs)
+    checks = conn.execute("select count(*), bool_and(success) from audit.check_results where batch_id = %s",
+                          (result.batch_id,)).fetchone()
+    assert checks[0] >= 10 and checks[1] is True
+
+
+def test_both_dialects_and_bom_are_accepted(conn, tmp_path):
+    cols = list(reversed(SOURCES["contacts"].column_names))  # column order may vary
+    a = extracts.write(tmp_path, "contacts", new_period(), columns=cols, delimiter=";", encoding="cp1252")
+    b = extracts.write(tmp_path, "contacts", new_period(), bom=True)
+    assert [r.status for r in ingest_files([a, b])] == ["published", "published"]
+
+
+def test_same_file_twice_is_a_duplicate_and_changes_nothing(conn, tmp_path):
+    path = extracts.write(tmp_path, "referrals", new_period())
+    first = ingest_one(path)
+    assert first.status == "published"
+    before = snapshot(conn)
+    second = ingest_one(path)
+    assert second.status == "duplicate"
+    assert first.batch_id in second.reason
+    assert snapshot(conn) == before
+    assert batch(conn, second.batch_id)["duplicate_of"] == first.batch_id
+
+
+def test_correction_replaces_the_earlier_week(conn, tmp_path):
+    period = new_period()
+    first = ingest_one(extracts.write(tmp_path / "a", "school_absence", period))
+    corrected_rows = extracts.rows_for("school_absence", period, n=42)
+    later = datetime.combine(date.today(), datetime.min.time())
+    second = ingest_one(extracts.write(tmp_path / "b", "school_absence", period, rows=corrected_rows, delivered=later))
+    assert (first.status, second.status) == ("published", "published")
+    assert conn.execute("select count(*) from raw.school_absence where iso_week = %s", (period,)).fetchone()[0] == 42
+    old = batch(conn, first.batch_id)
+    assert old["status"] == "superseded" and old["superseded_by"] == second.batch_id
+
+
+def test_two_files_for_one_period_in_one_call_the_later_delivery_wins(conn, tmp_path):
+    period = new_period()
+    early = extracts.write(tmp_path / "a", "contacts", period, delivered=datetime(2030, 1, 1, 6, 0))
+    late = extracts.write(tmp_path / "b", "contacts", period, rows=extracts.rows_for("contacts", period, n=41),
+                          delivered=datetime(2030, 1, 1, 7, 0))
+    late_result, early_result = ingest_files([late, early])  # passed out of order on purpose
+    assert (late_result.status, early_result.status) == ("published", "published")
+    assert batch(conn, early_result.batch_id)["status"] == "superseded"
+    assert batch(conn, early_result.batch_id)["superseded_by"] == late_result.batch_id
+    assert conn.execute("select count(*) from raw.contacts where batch_id = %s",
+                        (late_result.batch_id,)).fetchone()[0] == 41
+
+
+def test_an_older_delivery_arriving_after_a_correction_is_rejected_as_stale(conn, tmp_path):
+    period = new_period()
+    late = extracts.write(tmp_path / "a", "contacts", period, delivered=datetime(2030, 1, 2, 6, 0))
+    early = extracts.write(tmp_path / "b", "contacts", period, rows=extracts.rows_for("contacts", period, n=39),
+                           delivered=datetime(2030, 1, 1, 6, 0))
+    assert ingest_one(late).status == "published"
+    assert_rejected(conn, early, "stale")
+
+
+# --- rejected: not readable as the contract ----------------------------------------------------
+
+def test_empty_file(conn, tmp_path):
+    assert_rejected(conn, extracts.write(tmp_path, "contacts", new_period(), content=b""), "empty")
+
+
+def test_wrong_delimiter(conn, tmp_path):
+    assert_rejected(conn, extracts.write(tmp_path, "contacts", new_period(), delimiter="\t"), "dialect")
+
+
+def test_utf8_with_semicolons_is_not_a_contract_dialect(conn, tmp_path):
+    rows = extracts.rows_for("contacts", new_period())
+    path = extracts.write(tmp_path, "contacts", new_period(), rows=rows, delimiter=";", bom=True)
+    assert_rejected(conn, path, "dialect")
+
+
+def test_windows_1252_file_declared_nowhere(conn, tmp_path):
+    # Windows-1252 bytes (ä = 0xe4) in a comma-separated file: neither contract dialect.
+    period = new_period()
+    rows = extracts.rows_for("referrals", period)
+    rows[0]["concern_category"] = "oro för hälsa"
+    path = extracts.write(tmp_path, "referrals", period, rows=rows, encoding="cp1252")
+    assert_rejected(conn, path, "encoding")
+
+
+def test_binary_garbage(conn, tmp_path):
+    garbage = bytes((i * 97 + 13) % 256 for i in range(4096))
+    assert_rejected(conn, extracts.write(tmp_path, "referrals", new_period(), content=garbage), "encoding")
+
+
+def test_truncated_last_line(conn, tmp_path):
+    period = new_period()
+    data = extracts.render(extracts.rows_for("school_absence", period), list(SOURCES["school_absence"].column_names))
+    path = extracts.write(tmp_path, "school_absence", period, content=data[:-40])
+    assert_rejected(conn, path, "truncated")
+
+
+def test_manifest_row_count_mismatch(conn, tmp_path):
+    period = new_period()
+    path = extracts.write(tmp_path, "school_absence", period)
+    extracts.write_manifest(path, "school_absence", period, 41, hashlib.sha256(path.read_bytes()).hexdigest())
+    assert_rejected(conn, path, "truncated")
+
+
+def test_manifest_checksum_mismatch(conn, tmp_path):
+    period = new_period()
+    path = extracts.write(tmp_path, "school_absence", period)
+    extracts.write_manifest(path, "school_absence", period, 40, "0" * 64)
+    assert_rejected(conn, path, "checksum")
+
+
+def test_matching_manifest_is_published(conn, tmp_path):
+    path = extracts.write(tmp_path, "school_absence", new_period(), manifest=True)
+    assert ingest_one(path).status == "published"
+
+
+def test_missing_column(conn, tmp_path):
+    cols = [c for c in SOURCES["contacts"].column_names if c != "agency"]
+    result = assert_rejected(conn, extracts.write(tmp_path, "contacts", new_period(), columns=cols), "missing_columns")
+    assert "agency" in result.reason
+
+
+def test_extra_column(conn, tmp_path):
+    cols = [*SOURCES["contacts"].column_names, "comment"]
+    result = assert_rejected(conn, extracts.write(tmp_path, "contacts", new_period(), columns=cols),
+                             "unexpected_columns")
+    assert "comment" in result.reason
+
+
+def test_renamed_column(conn, tmp_path):
+    period = new_period()
+    rows = [{**r, "area": r["home_area_code"]} for r in extracts.rows_for("contacts", period)]
+    cols = ["area" if c == "home_area_code" else c for c in SOURCES["contacts"].column_names]
+    result = assert_rejected(conn, extracts.write(tmp_path, "contacts", period, rows=rows, columns=cols),
+                             "missing_columns")
+    assert "home_area_code" in result.reason and "area" in result.reason
+
+
+@pytest.mark.parametrize("column", ["personnummer", "namn", "name", "elev_namn", "Förnamn"])
+def test_column_named_like_an_identifier(conn, tmp_path, column):
+    cols = [*SOURCES["referrals"].column_names, column]
+    assert_rejected(conn, extracts.write(tmp_path, "referrals", new_period(), columns=cols), "direct_identifier")
+
+
+def test_file_name_injection_attempt(conn, tmp_path):
+    name = "referrals_2025-W01_'; drop table audit.batches; --.csv"
+    path = extracts.write(tmp_path, "referrals", new_period(), name=name)
+    result = assert_rejected(conn, path, "file_name")
+    assert batch(conn, result.batch_id)["file_name"] == name
+    assert conn.execute("select count(*) from audit.batches").fetchone()[0] > 0
+
+
+def test_file_name_of_unknown_source(conn, tmp_path):
+    path = extracts.write(tmp_path, "referrals", new_period(), name="pupils_2025-W01_20250106T0600.csv")
+    assert_rejected(conn, path, "file_name")
+
+
+def _with_check_digit(nine: str) -> str:
+    return next(nine + d for d in "0123456789" if luhn_ok(nine + d))
+
+
+PNR10 = _with_check_digit("811218987")  # 10 digits, valid Luhn and date
+SAMORDNING = _with_check_digit("811278987")  # day + 60
+
+
+@pytest.mark.parametrize(("column", "value"), [
+    ("person_pseudonym", PNR10),
+    ("person_pseudonym", f"{PNR10[:6]}-{PNR10[6:]}"),
+    ("referral_id", f"19{PNR10}"),
+    ("referral_id", f"19{PNR10[:6]}-{PNR10[6:]}"),
+    ("concern_category", f"{PNR10[:6]}+{PNR10[6:]}"),
+    ("concern_category", f"samtal med elev {PNR10[:6]}-{PNR10[6:]} om frånvaro"),
+    ("reporter_category", SAMORDNING),
+])
+def test_personal_identity_number_anywhere_rejects_the_file_and_leaves_no_trace(conn, tmp_path, caplog,
+                                                                              column, value):
+    period = new_period()
+    rows = extracts.rows_for("referrals", period)
+    rows[17][column] = value
+    path = extracts.write(tmp_path, "referrals", period, rows=rows)
+    with caplog.at_level(logging.DEBUG):
+        result = assert_rejected(conn, path, "direct_identifier")
+    digits = value.replace("-", "").replace("+", "")[-10:]
+    assert digits not in json.dumps(result.as_dict())
+    assert digits not in caplog.text
+    dump = conn.execute(
+        "select coalesce((select string_agg(b::text, '|') from audit.batches b), '') || "
+        "coalesce((select string_agg(c::text, '|') from audit.check_results c), '')"
+    ).fetchone()[0]
+    assert digits not in dump
+    for table in ("pending.referrals", "quarantine.referrals", "raw.referrals"):
+        assert conn.execute(f"select count(*) from {table} t where t::text like %s",  # noqa: S608
+                            (f"%{digits[-6:]}%",)).fetchone()[0] == 0
+
+
+def test_identity_number_detector_ignores_pseudonyms_and_codes():
+    for i in range(2000):
+        assert not contains_identity_number(extracts.pseudonym(i))
+    assert not contains_identity_number("school_absence_2026-W47_20261123T0612.csv,12345678,2081C1010,2012")
+    assert contains_identity_number(f"x,{PNR10},y")
+    assert not contains_identity_number(f"x,{PNR10[:-1]}{(int(PNR10[-1]) + 1) % 10},y")  # Luhn fails
+
+
+# --- quarantined: readable, but fails the gate -------------------------------------------------
+
+def test_header_only(conn, tmp_path):
+    path = extracts.write(tmp_path, "contacts", new_period(), rows=[])
+    assert_quarantined(conn, path, "Volume")
+
+
+def test_duplicate_rows(conn, tmp_path):
+    period = new_period()
+    rows = extracts.rows_for("school_absence", period)
+    rows[5] = dict(rows[4])
+    assert_quarantined(conn, extracts.write(tmp_path, "school_absence", period, rows=rows), "is unique")
+
+
+def test_key_already_published_in_another_batch(conn, tmp_path):
+    first_period, second_period = new_period(), new_period()
+    assert ingest_one(extracts.write(tmp_path / "a", "referrals", first_period)).status == "published"
+    rows = extracts.rows_for("referrals", second_period)
+    rows[3]["referral_id"] = f"R{first_period}-3"
+    assert_quarantined(conn, extracts.write(tmp_path / "b", "referrals", second_period, rows=rows),
+                       "already published")
+
+
+def test_unknown_area_code(conn, tmp_path):
+    period = new_period()
+    rows = extracts.rows_for("contacts", period)
+    rows[0]["home_area_code"] = "2081C9990"
+    assert_quarantined(conn, extracts.write(tmp_path, "contacts", period, rows=rows), "area register")
+
+
+def test_dates_outside_the_period(conn, tmp_path):
+    period = new_period()
+    rows = extracts.rows_for("referrals", period)
+    rows[2]["received_date"] = "2019-01-01"
+    assert_quarantined(conn, extracts.write(tmp_path, "referrals", period, rows=rows), "inside the delivery's ISO week")
+
+
+def test_iso_week_other_than_the_file_period(conn, tmp_path):
+    period = new_period()
+    rows = extracts.rows_for("school_absence", period)
+    rows[2]["iso_week"] = "2019-W01"
+    assert_quarantined(conn, extracts.write(tmp_path, "school_absence", period, rows=rows),
+                       "inside the delivery's ISO week")
+
+
+def test_negative_minutes(conn, tmp_path):
+    period = new_period()
+    rows = extracts.rows_for("school_absence", period)
+    rows[1]["valid_absence_minutes"] = "-30"
+    assert_quarantined(conn, extracts.write(tmp_path, "school_absence", period, rows=rows),
+                       "valid_absence_minutes between 0")
+
+
+def test_absence_above_scheduled(conn, tmp_path):
+    period = new_period()
+    rows = extracts.rows_for("school_absence", period)
+    rows[1].update(scheduled_minutes="600", valid_absence_minutes="400", invalid_absence_minutes="300")
+    assert_quarantined(conn, extracts.write(tmp_path, "school_absence", period, rows=rows),
+                       "never exceeds scheduled")
+
+
+def test_scheduled_minutes_above_3000(conn, tmp_path):
+    period = new_period()
+    rows = extracts.rows_for("school_absence", period)
+    rows[1]["scheduled_minutes"] = "3001"
+    assert_quarantined(conn, extracts.write(tmp_path, "school_absence", period, rows=rows),
+                       "scheduled_minutes between 0 and 3000")
+
+
+def test_birth_year_out_of_range(conn, tmp_path):
+    period = new_period()
+    rows = extracts.rows_for("contacts", period)
+    rows[1]["birth_year"] = str(int(period[:4]) - 25)
+    assert_quarantined(conn, extracts.write(tmp_path, "contacts", period, rows=rows), "Age in the period year")
+
+
+def test_not_an_integer(conn, tmp_path):
+    period = new_period()
+    rows = extracts.rows_for("school_absence", period)
+    rows[1]["scheduled_minutes"] = "15OO"
+    assert_quarantined(conn, extracts.write(tmp_path, "school_absence", period, rows=rows), "scheduled_minutes")
+
+
+@pytest.mark.parametrize("bad", ["abc123", "A" * 64, "a" * 63, "g" * 64])
+def test_pseudonym_of_wrong_shape(conn, tmp_path, bad):
+    period = new_period()
+    rows = extracts.rows_for("contacts", period)
+    rows[9]["person_pseudonym"] = bad
+    assert_quarantined(conn, extracts.write(tmp_path, "contacts", period, rows=rows), "person_pseudonym")
+
+
+def test_value_outside_the_allowed_list(conn, tmp_path):
+    period = new_period()
+    rows = extracts.rows_for("contacts", period)
+    rows[9]["agency"] = "army"
+    assert_quarantined(conn, extracts.write(tmp_path, "contacts", period, rows=rows), "agency")
+
+
+def test_missing_key_value(conn, tmp_path):
+    period = new_period()
+    rows = extracts.rows_for("contacts", period)
+    rows[9]["contact_id"] = ""
+    assert_quarantined(conn, extracts.write(tmp_path, "contacts", period, rows=rows), "contact_id is required")
+
+
+def test_volume_drop(conn, tmp_path):
+    for _ in range(2):
+        assert ingest_one(extracts.write(tmp_path, "contacts", new_period(), rows=None)).status == "published"
+    period = new_period()
+    result = assert_quarantined(conn, extracts.write(tmp_path, "contacts", period,
+                                                     rows=extracts.rows_for("contacts", period, n=5)), "Volume")
+    assert "5 rows" in result.reason
+
+
+# --- quarantine release ------------------------------------------------------------------------
+
+def test_release_republishes_after_the_reference_table_is_fixed(conn, tmp_path):
+    from ewi import quarantine
+
+    period = new_period()
+    rows = extracts.rows_for("contacts", period)
+    rows[0]["home_area_code"] = "2081C9980"
+    held = assert_quarantined(conn, extracts.write(tmp_path, "contacts", period, rows=rows), "area register")
+    assert held.batch_id in {q["batch_id"] for q in quarantine.list_quarantined()}
+
+    still = quarantine.release(held.batch_id, "retry without a fix")
+    assert still.status == "quarantined"
+
+    conn.execute("insert into ref.areas values ('2081C9980', 'Ny stadsdel', 'C', 100, 5, 5, 5, 5, 5)")
+    try:
+        released = quarantine.release(held.batch_id, "area 2081C9980 added to the register")
+        assert released.status == "published", released
+        assert conn.execute("select count(*) from raw.contacts where batch_id = %s",
+                            (held.batch_id,)).fetchone()[0] == 40
+        assert conn.execute("select count(*) from quarantine.contacts where batch_id = %s",
+                            (held.batch_id,)).fetchone()[0] == 0
+        assert "area 2081C9980 added" in batch(conn, held.batch_id)["reason"]
+    finally:
+        conn.execute("delete from raw.contacts where home_area_code = '2081C9980'")
+        conn.execute("delete from ref.areas where area_code = '2081C9980'")
+
+
+# --- crash recovery ----------------------------------------------------------------------------
+
+def test_a_retry_after_a_crash_resumes_the_pending_batch_without_doubling(conn, tmp_path):
+    from ewi.ingest import reading
+
+    period = new_period()
+    path = extracts.write(tmp_path, "referrals", period)
+    # Simulate a crash after the pending rows were written: run the write step, then stop.
+    from ewi import warehouse
+    from ewi.ingest import _register_pending, _write_pending
+
+    inspection = reading.inspect(path)
+    with psycopg.connect(warehouse.dsn()) as c:
+        _register_pending(c, inspection, "crashedbatch" + period.replace("-", ""), resume=False)
+        _write_pending(c, inspection, "crashedbatch" + period.replace("-", ""))
+    result = ingest_one(path)
+    assert result.status == "published"
+    assert result.batch_id == "crashedbatch" + period.replace("-", "")
+    assert conn.execute("select count(*) from raw.referrals where batch_id = %s",
+                        (result.batch_id,)).fetchone()[0] == 40
+    assert conn.execute("select count(*) from pending.referrals where batch_id = %s",
+                        (result.batch_id,)).fetchone()[0] == 0
