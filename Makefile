@@ -10,7 +10,7 @@ export EWI_HOME ?= $(CURDIR)/.ewi
 DEMO_DATA := $(EWI_HOME)/demo-data
 DEMO_PORT ?= 8050
 
-.PHONY: help install browser demo test lint unit bench eval airflow clean stop
+.PHONY: help install system-deps demo test lint unit bench eval airflow clean stop
 
 help:
 	@echo "make demo   - install, generate two years of synthetic data, run the pipeline, serve the dashboard"
@@ -28,17 +28,22 @@ $(STAMP): requirements.lock pyproject.toml
 
 install: $(STAMP)
 
-# Debian's Chromium for the browser tests; Playwright drives it (no browser download).
-browser:
-	@command -v chromium >/dev/null 2>&1 || { \
-	  echo "==> [setup] installing Debian's chromium"; \
-	  (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || \
-	  echo "!! could not install chromium: browser tests will be skipped"; }
+# Debian packages the tests drive: Chromium (browser tests, through Playwright; no browser
+# download) and docker-compose (validates the compose file; no engine runs here).
+system-deps:
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v docker-compose >/dev/null 2>&1 || missing="$$missing docker-compose"; \
+	if [ -n "$$missing" ]; then \
+	  echo "==> [setup] installing Debian packages:$$missing"; \
+	  (apt-get update -qq && apt-get install -y -qq $$missing >/dev/null) || \
+	  echo "!! could not install$$missing: the tests that need them will be skipped"; \
+	fi
 
 lint: install
 	$(BIN)/ruff check ewi dags tests
 
-test: install browser lint
+test: install system-deps lint
 	@echo "==> [test] pytest"
 	$(BIN)/pytest -q
 

@@ -30,6 +30,10 @@ def cmd_warehouse(args: argparse.Namespace) -> int:
 
         applied = setup.init_warehouse()
         print(f"warehouse ready ({len(applied)} migrations applied now)")
+    elif args.action == "set-role-passwords":
+        from ewi import setup
+
+        print("passwords set for: " + (", ".join(setup.set_role_passwords()) or "none (no variables set)"))
     return EXIT_OK
 
 
@@ -116,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("warehouse", help="the PostgreSQL warehouse")
-    p.add_argument("action", choices=["url", "stop", "init"])
+    p.add_argument("action", choices=["url", "stop", "init", "set-role-passwords"])
     p.set_defaults(func=cmd_warehouse)
 
     p = sub.add_parser("synth", help="write synthetic weekly extracts")

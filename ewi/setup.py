@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import csv
+import os
+
+from psycopg import sql
 
 from ewi import config, migrate, warehouse
 
@@ -32,3 +35,19 @@ def init_warehouse() -> list[str]:
         with conn.transaction():
             load_area_register(conn)
     return applied
+
+
+READ_ROLES = {"ewi_dashboard": "EWI_DASHBOARD_DB_PASSWORD", "ewi_auditor": "EWI_AUDITOR_DB_PASSWORD"}
+
+
+def set_role_passwords() -> list[str]:
+    """Give the read-only login roles the passwords from the environment (a deployed server uses
+    password authentication; the embedded one trusts its local socket and needs none)."""
+    done = []
+    with warehouse.connect() as conn:
+        for role, variable in READ_ROLES.items():
+            password = os.environ.get(variable)
+            if password:
+                conn.execute(sql.SQL("alter role {} password {}").format(sql.Identifier(role), sql.Literal(password)))
+                done.append(role)
+    return done

@@ -1,0 +1,107 @@
+"""`make bench`: speed and memory figures, measured on this machine, never asserted in unit tests.
+
+    python -m ewi.bench [ingest] [--rows N]
+
+Each benchmark runs against its own database on the warehouse server and prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def _fresh_database(name: str) -> str:
+    import psycopg
+
+    from ewi import setup, warehouse
+
+    admin = warehouse.dsn("postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'drop database if exists "{name}" with (force)')
+    os.environ["EWI_WAREHOUSE_DB"] = name
+    setup.init_warehouse()
+    return warehouse.dsn()
+
+
+def bench_ingest(rows: int) -> dict:
+    """A national-scale school_absence week through write, audit and publish, against a plain COPY
+    of the same file into an unindexed table. Runs the gate in a child process so its peak RSS is
+    the ingest's own."""
+    import psycopg
+
+    from ewi import synth
+
+    work = Path(tempfile.mkdtemp(prefix="ewi-bench-"))
+    path = synth.write_school_absence_week(work / "school_absence_2026-W10_20260309T0600.csv", rows=rows,
+                                           period="2026-W10", seed=11)
+    size_mb = path.stat().st_size / 1e6
+    dsn = _fresh_database("ewi_bench_ingest")
+
+    with psycopg.connect(dsn) as conn:
+        conn.execute("create unlogged table if not exists public.plain_copy (a text, b text, c text, d text, "
+                     "e text, f text, g text, h text)")
+        conn.execute("truncate public.plain_copy")
+        conn.commit()
+        started = time.perf_counter()
+        with conn.cursor() as cur, cur.copy("copy public.plain_copy from stdin with (format csv, header true)") as cp, \
+                open(path, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                cp.write(chunk)
+        conn.commit()
+        copy_s = time.perf_counter() - started
+        conn.execute("drop table public.plain_copy")
+        conn.commit()
+
+    child = subprocess.run(
+        [sys.executable, "-c",
+         "import json,resource,sys,time; from pathlib import Path; from ewi.ingest import ingest_files, gate;"
+         "gate._gx_context();"  # GX import and context set-up are paid once per worker, not per file
+         "t=time.perf_counter(); r=ingest_files([Path(sys.argv[1])])[0];"
+         "print(json.dumps({'status': r.status, 'rows': r.rows, 'seconds': time.perf_counter()-t,"
+         "'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024}))",
+         str(path)],
+        capture_output=True, text=True, check=True, env={**os.environ},
+    )
+    measured = json.loads(child.stdout.strip().splitlines()[-1])
+    return {
+        "benchmark": "ingest_school_absence_week",
+        "rows": rows,
+        "file_mb": round(size_mb, 1),
+        "status": measured["status"],
+        "plain_copy_s": round(copy_s, 2),
+        "gate_s": round(measured["seconds"], 2),
+        "gate_rows_per_s": round(rows / measured["seconds"]),
+        "ratio_to_copy": round(measured["seconds"] / copy_s, 2),
+        "target_ratio": 3.0,
+        "peak_rss_mb": round(measured["peak_rss_mb"]),
+        "target_peak_rss_mb": 1024,
+    }
+
+
+BENCHMARKS = {"ingest": bench_ingest}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ewi.bench")
+    parser.add_argument("which", nargs="*", default=list(BENCHMARKS))
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    args = parser.parse_args(argv)
+    for name in args.which:
+        started = time.perf_counter()
+        result = BENCHMARKS[name](args.rows) if name == "ingest" else BENCHMARKS[name]()
+        result["wall_s"] = round(time.perf_counter() - started, 1)
+        print(json.dumps(result), flush=True)
+    del resource
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
