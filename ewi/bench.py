@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -99,7 +98,6 @@ def main(argv: list[str] | None = None) -> int:
         result = BENCHMARKS[name](args.rows) if name == "ingest" else BENCHMARKS[name]()
         result["wall_s"] = round(time.perf_counter() - started, 1)
         print(json.dumps(result), flush=True)
-    del resource
     return 0
 
 

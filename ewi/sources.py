@@ -55,6 +55,8 @@ class Source:
     period_column: str
     age_range: tuple[int, int]
     extra_rules: tuple[str, ...] = field(default_factory=tuple)
+    #: raw.<source> is list-partitioned by period_column, one partition per published batch
+    partitioned: bool = False
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -120,6 +122,7 @@ SCHOOL_ABSENCE = Source(
     period_column="iso_week",
     age_range=(6, 20),
     extra_rules=("valid_absence_minutes + invalid_absence_minutes <= scheduled_minutes",),
+    partitioned=True,
 )
 
 REFERRALS = Source(

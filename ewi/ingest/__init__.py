@@ -13,6 +13,7 @@ retries neither lose nor double rows.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,6 +43,7 @@ class IngestResult:
     reason: str | None = None
     failed_checks: list[dict] = field(default_factory=list)
     data_docs: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -68,6 +70,14 @@ def ingest_files(paths: list[Path]) -> list[IngestResult]:
 def ingest_file(path: Path) -> IngestResult:
     path = Path(path)
     result = IngestResult(file=safe_file_name(path.name))
+    clock = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        result.timings[stage] = round(now - clock, 3)
+        clock = now
+
     with warehouse.connect() as conn:
         size, sha = fingerprint(path)
         delivery = parse_file_name(path.name)
@@ -81,6 +91,7 @@ def ingest_file(path: Path) -> IngestResult:
         try:
             inspection = inspect(path)
             _check_not_stale(conn, inspection)
+            lap("read")
         except Rejection as rejection:
             return _record_rejection(conn, result, path, size, sha, batch_id, rejection, resume=bool(prior))
 
@@ -92,8 +103,10 @@ def ingest_file(path: Path) -> IngestResult:
         result.rows = rows
         params = gate.parameters(conn, inspection.delivery)
         conn.commit()
+        lap("write")
         outcome = gate.validate(batch_id, inspection.delivery, params)
         _record_checks(conn, batch_id, outcome)
+        lap("audit")
         result.data_docs = outcome.data_docs_path
         if outcome.success:
             _publish(conn, inspection.delivery.source, inspection.delivery.period, batch_id, rows)
@@ -108,7 +121,8 @@ def ingest_file(path: Path) -> IngestResult:
             ]
             _quarantine(conn, inspection.delivery.source, batch_id, result.reason, result.failed_checks)
         conn.commit()
-    log.info("%s: %s (%s rows)", result.file, result.status, result.rows)
+        lap("publish" if result.status == "published" else "quarantine")
+    log.info("%s: %s (%s rows) %s", result.file, result.status, result.rows, result.timings)
     return result
 
 
@@ -272,25 +286,63 @@ def _publish(conn, source: Source, period: str, batch_id: str, rows: int) -> Non
         ).fetchall()
         raw = sql.Identifier("raw", source.name)
         for (old,) in replaced:
-            conn.execute(sql.SQL("delete from {} where batch_id = %s").format(raw), (old,))
+            _remove_published_rows(conn, source, old)
             conn.execute(
                 "update audit.batches set status = 'superseded', superseded_by = %s, "
                 "reason = 'superseded: corrected by a later delivery for the same period' where batch_id = %s",
                 (batch_id, old),
             )
         columns = sql.SQL(", ").join(sql.Identifier(c) for c in source.column_names)
-        inserted = conn.execute(
-            sql.SQL("insert into {raw} (batch_id, {cols}) select batch_id, {typed} from {pending} "
-                    "where batch_id = %s").format(
-                raw=raw, cols=columns, typed=_typed_select(source), pending=sql.Identifier("pending", source.name)),
-            (batch_id,),
-        ).rowcount
+        select = sql.SQL("select batch_id, {typed} from {pending} where batch_id = %s").format(
+            typed=_typed_select(source), pending=sql.Identifier("pending", source.name))
+        if source.partitioned:
+            inserted = _attach_partition(conn, source, period, batch_id, columns, select)
+        else:
+            inserted = conn.execute(
+                sql.SQL("insert into {raw} (batch_id, {cols}) ").format(raw=raw, cols=columns) + select, (batch_id,)
+            ).rowcount
         _delete_pending(conn, source, batch_id)
         conn.execute(
             "update audit.batches set status = 'published', rows_published = %s, decided_at = now(), "
             "reason = %s where batch_id = %s",
             (inserted, f"published: replaces batch {replaced[0][0]}" if replaced else None, batch_id),
         )
+
+
+def _partition(source: Source, batch_id: str) -> sql.Identifier:
+    return sql.Identifier("raw", f"{source.name}_{batch_id}")
+
+
+def _remove_published_rows(conn, source: Source, batch_id: str) -> None:
+    if source.partitioned:
+        exists = conn.execute("select to_regclass(%s)", (f"raw.{source.name}_{batch_id}",)).fetchone()[0]
+        if exists:
+            part = _partition(source, batch_id)
+            conn.execute(sql.SQL("alter table {} detach partition {}").format(
+                sql.Identifier("raw", source.name), part))
+            conn.execute(sql.SQL("drop table {}").format(part))
+            return
+    conn.execute(sql.SQL("delete from {} where batch_id = %s").format(sql.Identifier("raw", source.name)),
+                 (batch_id,))
+
+
+def _attach_partition(conn, source: Source, period: str, batch_id: str, columns, select) -> int:
+    """Build the batch's rows as a table with its key, then attach it as the period's partition. The
+    CHECK constraint lets PostgreSQL attach without scanning the rows again."""
+    raw = sql.Identifier("raw", source.name)
+    part = _partition(source, batch_id)
+    conn.execute(sql.SQL("create table {} (like {} including defaults)").format(part, raw))
+    inserted = conn.execute(
+        sql.SQL("insert into {part} (batch_id, {cols}) ").format(part=part, cols=columns) + select, (batch_id,)
+    ).rowcount
+    key = sql.SQL(", ").join(sql.Identifier(c) for c in (source.period_column, *[
+        k for k in source.key if k != source.period_column]))
+    conn.execute(sql.SQL("alter table {} add primary key ({})").format(part, key))
+    conn.execute(sql.SQL("alter table {} add check ({} = {})").format(
+        part, sql.Identifier(source.period_column), sql.Literal(period)))
+    conn.execute(sql.SQL("alter table {} attach partition {} for values in ({})").format(
+        raw, part, sql.Literal(period)))
+    return inserted
 
 
 def _quarantine(conn, source: Source, batch_id: str, reason: str, failed: list[dict]) -> None:

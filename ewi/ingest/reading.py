@@ -14,12 +14,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ewi.ingest.identifiers import CANDIDATE_RE, is_identity_number
+from ewi.ingest.identifiers import CANDIDATE_RE, bytes_contain_identity_number, is_identity_number
 from ewi.sources import IDENTIFIER_COLUMN_RE, Delivery, parse_file_name
 
 CHUNK = 1 << 20
-# Bytes Windows-1252 leaves undefined: a file holding them is neither of the contract's encodings.
-_SCAN_OVERLAP = 24
 
 
 class Rejection(Exception):
@@ -69,33 +67,32 @@ def safe_file_name(name: str) -> str:
 
 
 def _scan(path: Path, encoding: str) -> tuple[int, bool, bool, str]:
-    """Decode the whole file strictly, scanning for identity numbers. Returns
-    (newline count, ends with newline, found identity number, first line)."""
+    """Decode the whole file strictly and scan it for identity numbers, a block of whole lines at a
+    time (so no number is split between blocks). Returns (newline count, ends with newline, found
+    an identity number, first line)."""
     decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
     newlines = 0
-    tail = ""
+    carry = b""
     first_line = None
-    last_char = ""
+    last_byte = b""
     with open(path, "rb") as fh:
         while True:
             chunk = fh.read(CHUNK)
             final = not chunk
-            text = decoder.decode(chunk, final=final)
-            if text:
-                newlines += text.count("\n")
-                last_char = text[-1]
-                window = tail + text
-                if first_line is None:
-                    first_line = window.split("\n", 1)[0] if "\n" in window else None
-                for m in CANDIDATE_RE.finditer(window):
-                    if is_identity_number(m[1], m[2]):
-                        return newlines, False, True, ""
-                tail = window[-_SCAN_OVERLAP:]
+            decoder.decode(chunk, final=final)
+            if chunk:
+                last_byte = chunk[-1:]
+                newlines += chunk.count(b"\n")
+            block = carry + chunk
+            cut = len(block) if final else block.rfind(b"\n") + 1
+            lines, carry = block[:cut], block[cut:]
+            if first_line is None and (b"\n" in lines or final):
+                first_line = lines.split(b"\n", 1)[0].decode(encoding)
+            if lines and bytes_contain_identity_number(lines):
+                return newlines, False, True, ""
             if final:
                 break
-    if first_line is None:
-        first_line = tail
-    return newlines, last_char == "\n", False, first_line
+    return newlines, last_byte == b"\n", False, first_line or ""
 
 
 def _decide_encoding(path: Path, head: bytes) -> tuple[str, str, int, bool, str]:
