@@ -7,7 +7,15 @@ from __future__ import annotations
 from psycopg import sql
 
 from ewi import warehouse
-from ewi.ingest import IngestResult, _publish, _quarantine, _record_checks, gate
+from ewi.ingest import (
+    IngestResult,
+    _create_pending_partition,
+    _delete_pending,
+    _publish,
+    _quarantine,
+    _record_checks,
+    gate,
+)
 from ewi.sources import SOURCES, parse_file_name
 
 
@@ -41,9 +49,11 @@ def release(batch_id: str, reason: str) -> IngestResult:
             return result
         cols = sql.SQL(", ").join(sql.Identifier(c) for c in ("batch_id", *source.column_names))
         with conn.transaction():
+            _delete_pending(conn, source, batch_id)
+            part = _create_pending_partition(conn, source, batch_id)
             conn.execute(
                 sql.SQL("insert into {p} ({c}) select {c} from {q} where batch_id = %s").format(
-                    p=sql.Identifier("pending", source.name), q=sql.Identifier("quarantine", source.name), c=cols),
+                    p=part, q=sql.Identifier("quarantine", source.name), c=cols),
                 (batch_id,),
             )
             conn.execute(sql.SQL("delete from {} where batch_id = %s").format(

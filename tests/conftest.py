@@ -18,9 +18,15 @@ def ewi_home(tmp_path_factory) -> Path:
     else:
         os.environ.pop("EWI_WAREHOUSE_DSN", None)
     yield home
+    import subprocess
+    import warnings
+
     from ewi import warehouse
 
-    warehouse.stop()
+    try:
+        warehouse.stop()
+    except subprocess.SubprocessError as exc:  # a slow shutdown must not fail the tests that passed
+        warnings.warn(f"embedded warehouse did not stop cleanly: {exc}", stacklevel=1)
 
 
 @pytest.fixture(scope="session")

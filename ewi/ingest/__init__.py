@@ -202,10 +202,22 @@ def _register_pending(conn, inspection: Inspection, batch_id: str, resume: bool)
     conn.commit()
 
 
+def _pending_partition(source: Source, batch_id: str) -> sql.Identifier:
+    return sql.Identifier("pending", f"{source.name}_{batch_id}")
+
+
 def _delete_pending(conn, source: Source, batch_id: str) -> None:
-    conn.execute(
-        sql.SQL("delete from {} where batch_id = %s").format(sql.Identifier("pending", source.name)), (batch_id,)
-    )
+    conn.execute(sql.SQL("drop table if exists {}").format(_pending_partition(source, batch_id)))
+    # Batches left pending by a version before per-batch partitions sit in the default partition.
+    conn.execute(sql.SQL("delete from {} where batch_id = %s").format(
+        sql.Identifier("pending", f"{source.name}_legacy")), (batch_id,))
+
+
+def _create_pending_partition(conn, source: Source, batch_id: str) -> sql.Identifier:
+    part = _pending_partition(source, batch_id)
+    conn.execute(sql.SQL("create table {} partition of {} for values in ({})").format(
+        part, sql.Identifier("pending", source.name), sql.Literal(batch_id)))
+    return part
 
 
 def _write_pending(conn, inspection: Inspection, batch_id: str) -> int:
@@ -213,13 +225,15 @@ def _write_pending(conn, inspection: Inspection, batch_id: str) -> int:
     copy = sql.SQL(
         "copy {table} ({columns}) from stdin with (format csv, header true, delimiter {delim}, encoding {enc})"
     ).format(
-        table=sql.Identifier("pending", source.name),
+        table=_pending_partition(source, batch_id),
         columns=sql.SQL(", ").join(sql.Identifier(c) for c in inspection.header),
         delim=sql.Literal(inspection.delimiter),
         enc=sql.Literal(inspection.encoding),
     )
     try:
         with conn.transaction(), conn.cursor() as cur:
+            _delete_pending(conn, source, batch_id)
+            _create_pending_partition(conn, source, batch_id)
             cur.execute("select set_config('ewi.batch_id', %s, true)", (batch_id,))
             with cur.copy(copy) as cp, open(inspection.path, "rb") as fh:
                 while chunk := fh.read(1 << 20):
