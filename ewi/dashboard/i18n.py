@@ -1,0 +1,223 @@
+"""Labels in Swedish (the default: the coordinators' language) and English, and number formats."""
+
+from __future__ import annotations
+
+import math
+from datetime import date
+from decimal import Decimal
+
+LANGS = ("sv", "en")
+SUPPRESSED = "<5"
+MISSING = "–"
+
+INDICATORS = ("chronic_absence", "invalid_absence", "referrals", "contacts", "multi_signal")
+SHARE_INDICATORS = ("chronic_absence", "invalid_absence")
+
+TEXT = {
+    "sv": {
+        "title": "Tidiga signaler – Borlänge",
+        "overview": "Översikt",
+        "audit": "Granskning",
+        "dbt_tests": "dbt-tester",
+        "login": "Logga in",
+        "logout": "Logga ut",
+        "username": "Användarnamn",
+        "password": "Lösenord",
+        "login_failed": "Fel användarnamn eller lösenord.",
+        "week": "Vecka",
+        "area": "Område",
+        "areas": "Områden",
+        "municipality": "Kommunen",
+        "indicator": "Indikator",
+        "show": "Visa",
+        "rate": "Andel/takt",
+        "numerator": "Täljare",
+        "denominator": "Nämnare",
+        "rolling_12": "Rullande 12 veckor",
+        "last_year": "Samma vecka i fjol",
+        "alert": "Larm",
+        "alerts": "Larm",
+        "no_data": "Inga publicerade data ännu.",
+        "freshness": "Datafärskhet",
+        "source": "Källa",
+        "last_period": "Senast publicerad period",
+        "published_at": "Publicerad",
+        "gate": "Kontroll",
+        "stale": "inaktuell",
+        "stale_banner": "Data från {source} är inaktuella: senaste publicerade vecka är {period}.",
+        "quarantine_banner": "Senaste leveransen från {source} stoppades i kontrollen ({status}); "
+                             "visade siffror bygger på tidigare leveranser.",
+        "export_csv": "Exportera CSV",
+        "export_png": "Exportera PNG",
+        "latest_week": "Senaste hela vecka",
+        "legend_muni": "Färg: jämfört med kommunen (rött = minst 50 % högre, orange = minst 15 % högre, "
+                       "blått = minst 15 % lägre).",
+        "legend_trend": "Pil: jämfört med områdets egna 12 föregående veckor (▲ minst 20 % högre, "
+                        "▼ minst 20 % lägre).",
+        "legend_suppressed": "<5 = färre än fem personer; värdet visas inte av sekretesskäl.",
+        "grid": "Områdeskarta (schematisk)",
+        "small_multiples": "{indicator} per område över tid",
+        "weekly_table": "Veckovärden",
+        "forbidden": "Du har inte behörighet till den här sidan.",
+        "not_found": "Sidan finns inte.",
+        "batches": "Leveranser",
+        "file": "Fil",
+        "period": "Period",
+        "received": "Mottagen",
+        "rows": "Rader",
+        "rows_published": "Publicerade rader",
+        "status": "Status",
+        "reason": "Orsak",
+        "superseded_by": "Ersatt av",
+        "checks": "Kontroller",
+        "data_docs": "GX Data Docs",
+        "expectation": "Förväntan",
+        "column": "Kolumn",
+        "success": "Godkänd",
+        "observed": "Observerat",
+        "unexpected": "Avvikande",
+        "no_dbt_results": "Inga dbt-testresultat finns i lagret ännu.",
+        "role": "Roll",
+        "language": "English",
+        "explanation": "Förklaring",
+        "method": "Metod",
+        "observed_value": "Observerat",
+        "expected": "Förväntat",
+        "threshold": "Tröskel",
+        "back": "Tillbaka",
+    },
+    "en": {
+        "title": "Early warning indicators – Borlänge",
+        "overview": "Overview",
+        "audit": "Audit",
+        "dbt_tests": "dbt tests",
+        "login": "Log in",
+        "logout": "Log out",
+        "username": "Username",
+        "password": "Password",
+        "login_failed": "Wrong username or password.",
+        "week": "Week",
+        "area": "Area",
+        "areas": "Areas",
+        "municipality": "Municipality",
+        "indicator": "Indicator",
+        "show": "Show",
+        "rate": "Rate",
+        "numerator": "Numerator",
+        "denominator": "Denominator",
+        "rolling_12": "Rolling 12 weeks",
+        "last_year": "Same week last year",
+        "alert": "Alert",
+        "alerts": "Alerts",
+        "no_data": "No published data yet.",
+        "freshness": "Data freshness",
+        "source": "Source",
+        "last_period": "Last published period",
+        "published_at": "Published",
+        "gate": "Gate",
+        "stale": "stale",
+        "stale_banner": "Data from {source} is stale: the last published week is {period}.",
+        "quarantine_banner": "The latest delivery from {source} was stopped by the gate ({status}); "
+                             "figures shown are based on earlier deliveries.",
+        "export_csv": "Export CSV",
+        "export_png": "Export PNG",
+        "latest_week": "Latest complete week",
+        "legend_muni": "Colour: compared with the municipality (red = at least 50 % higher, orange = at least "
+                       "15 % higher, blue = at least 15 % lower).",
+        "legend_trend": "Arrow: compared with the area's own previous 12 weeks (▲ at least 20 % higher, "
+                        "▼ at least 20 % lower).",
+        "legend_suppressed": "<5 = fewer than five people; the value is withheld for confidentiality.",
+        "grid": "Area map (schematic)",
+        "small_multiples": "{indicator} per area over time",
+        "weekly_table": "Weekly values",
+        "forbidden": "You are not allowed to see this page.",
+        "not_found": "No such page.",
+        "batches": "Deliveries",
+        "file": "File",
+        "period": "Period",
+        "received": "Received",
+        "rows": "Rows",
+        "rows_published": "Rows published",
+        "status": "Status",
+        "reason": "Reason",
+        "superseded_by": "Superseded by",
+        "checks": "Checks",
+        "data_docs": "GX Data Docs",
+        "expectation": "Expectation",
+        "column": "Column",
+        "success": "Passed",
+        "observed": "Observed",
+        "unexpected": "Unexpected",
+        "no_dbt_results": "No dbt test results in the warehouse yet.",
+        "role": "Role",
+        "language": "Svenska",
+        "explanation": "Explanation",
+        "method": "Method",
+        "observed_value": "Observed",
+        "expected": "Expected",
+        "threshold": "Threshold",
+        "back": "Back",
+    },
+}
+
+INDICATOR_LABELS = {
+    "sv": {
+        "chronic_absence": "Hög frånvaro (%)",
+        "invalid_absence": "Ogiltig frånvaro (%)",
+        "referrals": "Orosanmälningar (per 1 000)",
+        "contacts": "Kontakter polis/fält (per 1 000)",
+        "multi_signal": "Flera signaler (per 1 000)",
+    },
+    "en": {
+        "chronic_absence": "Chronic absence (%)",
+        "invalid_absence": "Invalid absence (%)",
+        "referrals": "Referrals (per 1,000)",
+        "contacts": "Police/outreach contacts (per 1,000)",
+        "multi_signal": "Multiple signals (per 1,000)",
+    },
+}
+
+SOURCE_LABELS = {
+    "sv": {"school_absence": "skolfrånvaro", "referrals": "orosanmälningar", "contacts": "kontakter"},
+    "en": {"school_absence": "school absence", "referrals": "referrals", "contacts": "contacts"},
+}
+
+
+def text(lang: str) -> dict[str, str]:
+    return TEXT[lang if lang in TEXT else "sv"]
+
+
+def indicator_label(indicator: str, lang: str) -> str:
+    return INDICATOR_LABELS.get(lang, INDICATOR_LABELS["sv"]).get(indicator, indicator)
+
+
+def source_label(source: str, lang: str) -> str:
+    return SOURCE_LABELS.get(lang, SOURCE_LABELS["sv"]).get(source, source)
+
+
+def _is_missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def fmt_number(value, lang: str, decimals: int = 1, suppressed: bool = False) -> str:
+    """A rate or count as shown on screen and in CSV exports: suppressed figures are "<5", never
+    0 or blank; Swedish uses a decimal comma."""
+    if suppressed and _is_missing(value):
+        return SUPPRESSED
+    if _is_missing(value):
+        return MISSING
+    if isinstance(value, int) and not isinstance(value, bool):
+        decimals = 0
+    elif isinstance(value, Decimal) and value == value.to_integral_value() and decimals == 0:
+        value = int(value)
+    s = f"{float(value):,.{decimals}f}"
+    if lang == "sv":
+        s = s.replace(",", "\u00a0").replace(".", ",")
+    return s
+
+
+def fmt_week(week_start: date | None) -> str:
+    if week_start is None:
+        return MISSING
+    y, w, _ = week_start.isocalendar()
+    return f"{y}-W{w:02d}"

@@ -1,0 +1,130 @@
+"""Dashboard users: a JSON file of (username, role, password hash).
+
+Passwords are hashed with scrypt from the standard library (memory-hard, no extra dependency to
+keep patched). The file lives at $EWI_HOME/dashboard/users.json unless EWI_DASHBOARD_USERS names
+another file or holds the JSON itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from ewi import config
+
+ROLES = ("coordinator", "auditor")
+DEMO_USERS = {"coordinator": "coordinator", "auditor": "auditor"}  # username -> role
+
+# n=2**14, r=8 costs 16 MiB and ~50 ms per check: slow for guessing, fine for a login form.
+_SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
+
+
+@dataclass(frozen=True)
+class User:
+    username: str
+    role: str
+    password_hash: str
+
+
+def hash_password(password: str) -> str:
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P, dklen=32)
+    b64 = base64.b64encode
+    return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${b64(salt).decode()}${b64(digest).decode()}"
+
+
+def verify_password(password: str, password_hash: str) -> bool:
+    try:
+        scheme, n, r, p, salt, digest = password_hash.split("$")
+        if scheme != "scrypt":
+            return False
+        expected = base64.b64decode(digest)
+        actual = hashlib.scrypt(
+            password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p),
+            dklen=len(expected), maxmem=64 * 1024 * 1024,
+        )
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(actual, expected)
+
+
+# Checking a password against this for unknown usernames keeps the response time the same, so the
+# login form does not tell which usernames exist.
+_DUMMY_HASH = hash_password(secrets.token_hex(8))
+
+
+def users_file() -> Path:
+    configured = os.environ.get("EWI_DASHBOARD_USERS", "").strip()
+    if configured and not configured.startswith(("{", "[")):
+        return Path(configured)
+    return config.ewi_home() / "dashboard" / "users.json"
+
+
+def load_users() -> dict[str, User]:
+    configured = os.environ.get("EWI_DASHBOARD_USERS", "").strip()
+    if configured.startswith(("{", "[")):
+        data = json.loads(configured)
+    else:
+        path = users_file()
+        if not path.exists():
+            return {}
+        data = json.loads(path.read_text(encoding="utf-8"))
+    entries = data.get("users", []) if isinstance(data, dict) else data
+    users = {}
+    for e in entries:
+        if e.get("role") in ROLES and e.get("username") and e.get("password_hash"):
+            users[e["username"]] = User(e["username"], e["role"], e["password_hash"])
+    return users
+
+
+def authenticate(username: str, password: str) -> User | None:
+    user = load_users().get(username)
+    if user is None:
+        verify_password(password, _DUMMY_HASH)
+        return None
+    return user if verify_password(password, user.password_hash) else None
+
+
+def save_users(users: dict[str, User], path: Path | None = None) -> Path:
+    path = path or users_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = {"users": [{"username": u.username, "role": u.role, "password_hash": u.password_hash}
+                      for u in users.values()]}
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(body, fh, indent=2)
+    os.replace(tmp, path)
+    return path
+
+
+def set_user(username: str, role: str, password: str) -> User:
+    """Create or update one user in the users file."""
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}")
+    users = load_users() if users_file().exists() else {}
+    users[username] = User(username, role, hash_password(password))
+    save_users(users)
+    return users[username]
+
+
+def ensure_demo_users() -> dict[str, str]:
+    """Make sure the demo users `coordinator` and `auditor` exist. Returns {username: password}
+    for the users created now (the only moment their passwords are known); empty when they all
+    existed already."""
+    existing = load_users() if users_file().exists() else {}
+    created = {}
+    for username, role in DEMO_USERS.items():
+        if username not in existing:
+            password = secrets.token_urlsafe(9)
+            existing[username] = User(username, role, hash_password(password))
+            created[username] = password
+    if created:
+        save_users(existing)
+    return created
