@@ -1,0 +1,54 @@
+{#-
+  Incremental reprocessing of the per-person weekly models.
+
+  Every row carries processed_at (the build that wrote it). A build recomputes every week from
+      reprocess_from = least(
+          max(week_start) already built - (window - 1) weeks,      -- the newest weeks' trailing window
+          earliest week of any input row newer than max(processed_at),   -- new weeks and corrections
+          earliest period of any delivery the gate decided on since max(processed_at)
+      )                                                             -- (a correction may delete rows)
+  reading inputs from reprocess_from - (window - 1) weeks, so a new week costs the new week plus its
+  trailing window, and a corrected old week is recomputed with every later week it feeds.
+  The strategy `replace_from` deletes the target's weeks >= reprocess_from and inserts the new rows;
+  both sides evaluate the same expression against the not yet modified target.
+  Assumes ingest and transform do not run at the same time (the Airflow DAGs serialise them).
+
+  Model config (under meta):  reprocess_weeks: <window in weeks>,
+                              reprocess_inputs: [[<model>, <timestamp column>], ...]  (each has week_start)
+  and the model calls reprocess_from(this, <weeks>, <inputs>) with the same values.
+-#}
+{% macro reprocess_from(target_relation, weeks=none, inputs=none) -%}
+    {#- The model passes its parameters (unit tests do not see its meta); the strategy reads meta. -#}
+    {%- set weeks = weeks if weeks is not none else config.meta_get('reprocess_weeks') -%}
+    {%- set inputs = inputs if inputs is not none else config.meta_get('reprocess_inputs') -%}
+    {%- if not weeks -%}
+        {{ exceptions.raise_compiler_error("reprocess_from: the model sets no meta reprocess_weeks") }}
+    {%- endif -%}
+    {%- set window_days = (weeks - 1) * 7 -%}
+    (
+        select case
+            when wm.watermark is null then date '0001-01-01'
+            else least(
+                wm.max_week - {{ window_days }},
+                {%- for input in inputs %}
+                (select min(i.week_start) from {{ ref(input[0]) }} as i where i.{{ input[1] }} > wm.watermark),
+                {%- endfor %}
+                (select min(b.week_start) from {{ ref('stg_batches') }} as b
+                  where b.status in ('published', 'superseded') and b.decided_at > wm.watermark)
+            )
+        end
+        from (
+            select max(processed_at) as watermark, max(week_start) as max_week
+            from {{ target_relation }}
+        ) as wm
+    )
+{%- endmacro %}
+
+
+{% macro get_incremental_replace_from_sql(arg_dict) %}
+    {%- set target = arg_dict["target_relation"] -%}
+    {%- set columns = arg_dict["dest_columns"] | map(attribute="quoted") | join(", ") -%}
+    delete from {{ target }} where week_start >= {{ reprocess_from(target) }};
+    insert into {{ target }} ({{ columns }})
+    select {{ columns }} from {{ arg_dict["temp_relation"] }};
+{% endmacro %}

@@ -1,0 +1,135 @@
+{{ config(
+    schema=var('marts_schema', 'published_next'),
+    materialized='table',
+    grants={'select': ['ewi_dashboard', 'ewi_auditor']},
+) }}
+-- Every area x week x indicator x alert method, with a plain-language explanation in Swedish and
+-- English. Methods: farrington (Python task ewi.alerts.run_farrington -> alerts.farrington_results;
+-- this builds fine, without farrington rows, while that table is empty) and ears_c1/c2/c3
+-- (alert_ears). is_default_method marks the method the dashboard calls "an alert"
+-- (var ewi_default_alert_method).
+-- Disclosure control: a watched count of 1-4 is not shown (observed NULL) and neither is the score,
+-- which together with expected and threshold would give it back; no week with such a count alerts.
+{%- set m = var('disclosure_min_count') %}
+{%- set min_count = [var('alert_min_count', 5), m] | max %}
+with series as (
+    select s.area_code, s.week_start, s.iso_week, s.indicator, a.area_name
+    from {{ ref('alert_series') }} as s
+    inner join {{ ref('stg_areas') }} as a on a.area_code = s.area_code
+),
+
+farrington as (
+    select
+        area_code, week_start, indicator, 'farrington'::text as method, observed, expected, upper_threshold,
+        score, is_alert, status, years_used, years_configured
+    from {{ source('alerts', 'farrington_results') }}
+),
+
+ears as (
+    select
+        area_code, week_start, indicator, method, observed, expected, upper_threshold, score, is_alert, status,
+        null::integer as years_used, null::integer as years_configured
+    from {{ ref('alert_ears') }}
+),
+
+results as (
+    select * from farrington
+    union all
+    select * from ears
+),
+
+labels (indicator, label_sv, label_en) as (
+    values
+        ('chronic_absence', 'Elever med hög frånvaro', 'Pupils with high absence'),
+        ('invalid_absence', 'Elever med hög ogiltig frånvaro', 'Pupils with high unexcused absence'),
+        ('referrals', 'Unga med orosanmälan (4 veckor)', 'Youths with a report of concern (4 weeks)'),
+        ('contacts', 'Unga med polis-/fältkontakt (4 veckor)', 'Youths with a police/outreach contact (4 weeks)'),
+        ('multi_signal', 'Unga med flera signaler (12 veckor)', 'Youths with several signals (12 weeks)')
+),
+
+method_names (method, name_sv, name_en) as (
+    values
+        ('farrington', 'Farrington (flexibel)', 'Farrington (flexible)'),
+        ('ears_c1', 'EARS C1', 'EARS C1'),
+        ('ears_c2', 'EARS C2', 'EARS C2'),
+        ('ears_c3', 'EARS C3', 'EARS C3')
+),
+
+controlled as (
+    select
+        r.*,
+        s.area_name,
+        s.iso_week,
+        r.observed between 1 and {{ m - 1 }} as observed_is_suppressed,
+        coalesce(r.is_alert and r.observed >= {{ min_count }}, false) as alert,
+        l.label_sv, l.label_en, n.name_sv, n.name_en,
+        to_char(r.expected, 'FM999990.0') as expected_text,
+        to_char(r.upper_threshold, 'FM999990.0') as threshold_text
+    from results as r
+    inner join series as s
+        on s.area_code = r.area_code and s.week_start = r.week_start and s.indicator = r.indicator
+    inner join labels as l on l.indicator = r.indicator
+    inner join method_names as n on n.method = r.method
+),
+
+explained as (
+    select
+        *,
+        case when observed_is_suppressed then 'färre än {{ m }}' else round(observed)::bigint::text end
+            as observed_sv,
+        case when observed_is_suppressed then 'fewer than {{ m }}' else round(observed)::bigint::text end
+            as observed_en,
+        case when years_used is not null and years_used < years_configured
+             then format(' Bygger på %s års historik i stället för %s.', years_used, years_configured) else '' end
+            as history_sv,
+        case when years_used is not null and years_used < years_configured
+             then format(' Based on %s year(s) of history instead of %s.', years_used, years_configured) else '' end
+            as history_en
+    from controlled
+)
+
+select
+    area_code::text as area_code,
+    area_name::text as area_name,
+    week_start::date as week_start,
+    iso_week::text as iso_week,
+    indicator::text as indicator,
+    method::text as method,
+    (case when observed_is_suppressed then null else round(observed) end)::integer as observed,
+    round(expected::numeric, 1)::numeric(10, 1) as expected,
+    round(upper_threshold::numeric, 1)::numeric(10, 1) as upper_threshold,
+    (case when observed_is_suppressed then null else round(score::numeric, 2) end)::numeric(10, 2) as score,
+    alert::boolean as is_alert,
+    status::text as status,
+    (method = '{{ var("ewi_default_alert_method", "farrington") }}')::boolean as is_default_method,
+    (case status
+        when 'no_data' then format('%s, %s: inga uppgifter denna vecka (lov eller ingen leverans).',
+                                   label_sv, area_name)
+        when 'insufficient_history' then format('%s, %s: för kort historik för %s.%s',
+                                                label_sv, area_name, name_sv, history_sv)
+        when 'no_convergence' then format('%s, %s: modellen kunde inte skattas denna vecka (%s).',
+                                          label_sv, area_name, name_sv)
+        else format('%s, %s vecka %s: %s observerade, %s förväntade, larmgräns %s (%s). %s%s',
+                    label_sv, area_name, iso_week, observed_sv, expected_text, threshold_text, name_sv,
+                    case when alert then 'LARM: över larmgränsen.'
+                         when status = 'few_cases' or observed < {{ min_count }}
+                             then 'Inget larm: för få fall för att larma.'
+                         else 'Inget larm.' end,
+                    history_sv)
+    end)::text as explanation_sv,
+    (case status
+        when 'no_data' then format('%s, %s: no data this week (holiday or no delivery).',
+                                   label_en, area_name)
+        when 'insufficient_history' then format('%s, %s: not enough history for %s.%s',
+                                                label_en, area_name, name_en, history_en)
+        when 'no_convergence' then format('%s, %s: the model could not be fitted this week (%s).',
+                                          label_en, area_name, name_en)
+        else format('%s, %s week %s: %s observed, %s expected, alert threshold %s (%s). %s%s',
+                    label_en, area_name, iso_week, observed_en, expected_text, threshold_text, name_en,
+                    case when alert then 'ALERT: above the threshold.'
+                         when status = 'few_cases' or observed < {{ min_count }}
+                             then 'No alert: too few cases to alert on.'
+                         else 'No alert.' end,
+                    history_en)
+    end)::text as explanation_en
+from explained

@@ -1,0 +1,22 @@
+-- The weeks the indicators cover: every ISO week from the earliest to the latest week any source
+-- has published, so that weeks without data are explicit rows downstream.
+with data_weeks as (
+    select min(week_start) as first_week, max(week_start) as last_week from {{ ref('stg_school_absence') }}
+    union all
+    select min(week_start), max(week_start) from {{ ref('stg_referrals') }}
+    union all
+    select min(week_start), max(week_start) from {{ ref('stg_contacts') }}
+),
+
+school_weeks as (
+    select min(week_start) as first_week, max(week_start) as last_week from {{ ref('stg_school_absence') }}
+)
+
+select
+    c.week_start,
+    c.iso_week,
+    c.is_school_holiday,
+    c.week_start between s.first_week and s.last_week as has_school_data
+from {{ ref('iso_calendar') }} as c
+cross join school_weeks as s
+where c.week_start between (select min(first_week) from data_weeks) and (select max(last_week) from data_weeks)

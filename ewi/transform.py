@@ -1,0 +1,236 @@
+"""Run the dbt project (dbt_project/) and publish its marts write-audit-publish style.
+
+dbt builds the marts into the schema `published_next` (dbt_project.yml, var marts_schema) and runs
+every test of the build; only when all of them pass are the marts moved into `published` in one
+transaction, so readers see either the previous build or the new one, never a half or a failed one.
+Table privileges (dbt `grants`) travel with a table when it changes schema.
+
+Each build and its test results are recorded in audit.dbt_runs / audit.dbt_test_results for the
+auditors. dbt's own log goes to $EWI_HOME/dbt/logs, never to stdout (`ewi transform --json`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from ewi import config, setup, warehouse
+
+log = logging.getLogger(__name__)
+
+LOCK_ID = 0x0E1_0003  # advisory lock: one build at a time per warehouse (they share published_next)
+STAGING_SCHEMA = "published_next"
+PUBLISHED_SCHEMA = "published"
+#: Database errors can quote a failing row; nothing shaped like a pseudonym leaves this module.
+_PSEUDONYM_RE = re.compile(r"[0-9a-fA-F]{64}")
+_FAILED = {"fail", "error", "runtime error"}
+
+
+def _dbt_dirs() -> tuple[Path, Path]:
+    base = config.ewi_home() / "dbt"
+    return base / "target", base / "logs"
+
+
+def _dbt_env() -> None:
+    for key, value in warehouse.connection_parts().items():
+        os.environ[f"EWI_PG_{key.upper()}"] = value
+
+
+def _invoke(args: list[str]):
+    """Run one dbt command in-process; its console output is switched off, its log file kept."""
+    from dbt.cli.main import dbtRunner
+
+    target, logs = _dbt_dirs()
+    _dbt_env()
+    project = str(config.DBT_PROJECT_DIR)
+    return dbtRunner().invoke(
+        [
+            *args,
+            "--project-dir", project,
+            "--profiles-dir", project,
+            "--target-path", str(target),
+            "--log-path", str(logs),
+            "--log-level", "none",
+            "--log-level-file", "info",
+            "--no-use-colors",
+        ]
+    )
+
+
+def _scrub(message: str | None) -> str | None:
+    return _PSEUDONYM_RE.sub("<redacted>", message) if message else message
+
+
+def _node_results(res) -> list[dict]:
+    rows = []
+    for r in getattr(res.result, "results", None) or []:
+        node = r.node
+        status = str(getattr(r.status, "value", r.status))
+        rows.append(
+            {
+                "unique_id": node.unique_id,
+                "name": node.name,
+                "resource_type": str(getattr(node.resource_type, "value", node.resource_type)),
+                "schema": getattr(node, "schema", None),
+                "model": (getattr(node, "attached_node", None) or "").split(".")[-1] or None,
+                "status": status,
+                "failures": r.failures,
+                "message": _scrub(r.message),
+                "execution_time": r.execution_time,
+            }
+        )
+    return rows
+
+
+def _counts(nodes: list[dict]) -> dict[str, int]:
+    counts = {"model": 0, "test": 0, "unit_test": 0, "seed": 0,
+              "pass": 0, "warn": 0, "fail": 0, "error": 0, "skip": 0}
+    for n in nodes:
+        if n["resource_type"] in counts:
+            counts[n["resource_type"]] += 1
+        status = {"success": "pass", "skipped": "skip", "runtime error": "error", "no-op": "no_op"}.get(
+            n["status"], n["status"])
+        counts[status] = counts.get(status, 0) + 1
+    return counts
+
+
+def _reset_staging_schema(conn: psycopg.Connection) -> None:
+    # Whatever is in published_next must come from this build: a failed build's leftovers must not
+    # be published by the next one.
+    conn.execute(sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(STAGING_SCHEMA)))
+    conn.execute(sql.SQL("create schema {}").format(sql.Identifier(STAGING_SCHEMA)))
+    conn.execute(sql.SQL("revoke all on schema {} from public").format(sql.Identifier(STAGING_SCHEMA)))
+
+
+def _publish(conn: psycopg.Connection, tables: list[str]) -> None:
+    """Move the built marts into `published`, replacing the old ones, in one transaction."""
+    with conn.transaction():
+        for table in tables:
+            conn.execute(
+                sql.SQL("drop table if exists {}.{}").format(
+                    sql.Identifier(PUBLISHED_SCHEMA), sql.Identifier(table)
+                )
+            )
+            conn.execute(
+                sql.SQL("alter table {}.{} set schema {}").format(
+                    sql.Identifier(STAGING_SCHEMA), sql.Identifier(table), sql.Identifier(PUBLISHED_SCHEMA)
+                )
+            )
+
+
+def _record(conn: psycopg.Connection, run: dict, nodes: list[dict]) -> None:
+    with conn.transaction():
+        conn.execute(
+            """insert into audit.dbt_runs
+                   (run_id, started_at, finished_at, success, published, command, counts, elapsed_s)
+               values (%s, %s, %s, %s, %s, %s, %s, %s)""",
+            (run["run_id"], run["started_at"], run["finished_at"], run["success"], run["published"],
+             run["command"], json.dumps(run["counts"]), run["elapsed_s"]),
+        )
+        with conn.cursor() as cur:
+            cur.executemany(
+                """insert into audit.dbt_test_results
+                       (run_id, unique_id, test_name, model, status, failures, message, execution_time)
+                   values (%s, %s, %s, %s, %s, %s, %s, %s)""",
+                [
+                    (run["run_id"], n["unique_id"], n["name"], n["model"], n["status"], n["failures"],
+                     n["message"], n["execution_time"])
+                    for n in nodes
+                    if n["resource_type"] in ("test", "unit_test")
+                ],
+            )
+
+
+def build(select: str | None = None, full_refresh: bool = False) -> dict:
+    """Seed, build and test the dbt project; publish the marts only if everything passed.
+
+    `select` is a dbt selector; the marts it builds are published, so it must include the marts
+    they read (e.g. "+area_trends"). Returns a JSON-able summary: success, status, counts
+    (per resource type and status), failures [{node, message}], published, published_models,
+    elapsed_s, run_id.
+    """
+    started = time.monotonic()
+    started_at = datetime.now(UTC)
+    setup.init_warehouse()  # migrations (raw.published_at, audit.dbt_*) and the area register
+    with warehouse.connect(autocommit=True) as lock:
+        lock.execute("select pg_advisory_lock(%s)", (LOCK_ID,))
+        return _build_locked(select, full_refresh, started, started_at)
+
+
+def _build_locked(select: str | None, full_refresh: bool, started: float, started_at: datetime) -> dict:
+    with warehouse.connect(autocommit=True) as conn:
+        _reset_staging_schema(conn)
+
+    args = ["build"]
+    if select:
+        args += ["--select", select]
+    if full_refresh:
+        args.append("--full-refresh")
+    res = _invoke(args)
+    nodes = _node_results(res)
+    failures = [{"node": n["unique_id"], "message": n["message"]} for n in nodes if n["status"] in _FAILED]
+    if res.exception is not None:
+        failures.append({"node": "dbt", "message": _scrub(str(res.exception))})
+    success = bool(res.success) and not failures
+
+    published = False
+    marts = [n["name"] for n in nodes
+             if n["resource_type"] == "model" and n["schema"] == STAGING_SCHEMA and n["status"] == "success"]
+    with warehouse.connect(autocommit=True) as conn:
+        if success and marts:
+            try:
+                _publish(conn, marts)
+                published = True
+            except psycopg.Error as exc:  # e.g. a view in `published` depends on a mart
+                success = False
+                failures.append({"node": "publish", "message": _scrub(str(exc))})
+        summary = {
+            "success": success,
+            "status": "success" if success else "failed",
+            "counts": _counts(nodes),
+            "failures": failures,
+            "published": published,
+            "published_models": marts if published else [],
+            "elapsed_s": round(time.monotonic() - started, 2),
+        }
+        run_id = getattr(getattr(res.result, "metadata", None), "invocation_id", None) or str(uuid.uuid4())
+        _record(
+            conn,
+            {**summary, "run_id": str(run_id), "started_at": started_at, "finished_at": datetime.now(UTC),
+             "command": " ".join(args)},
+            nodes,
+        )
+    summary["run_id"] = str(run_id)
+    log.info("dbt build %s in %.1fs (%s)", summary["status"], summary["elapsed_s"], summary["counts"])
+    return summary
+
+
+def docs(out_dir: Path | None = None) -> dict:
+    """`dbt docs generate` against the published marts, copied to $EWI_HOME/dbt-docs/ (or out_dir)
+    for the auditors' lineage view."""
+    started = time.monotonic()
+    res = _invoke(["docs", "generate", "--vars", json.dumps({"marts_schema": PUBLISHED_SCHEMA})])
+    target, _ = _dbt_dirs()
+    out = Path(out_dir or config.ewi_home() / "dbt-docs")
+    out.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for name in ("index.html", "manifest.json", "catalog.json"):
+        if (target / name).exists():
+            shutil.copy2(target / name, out / name)
+            copied.append(name)
+    return {
+        "success": bool(res.success),
+        "path": str(out),
+        "files": copied,
+        "elapsed_s": round(time.monotonic() - started, 2),
+    }
