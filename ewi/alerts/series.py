@@ -1,0 +1,60 @@
+"""Which series the alert methods watch, per indicator (the Python twin of
+dbt_project/models/alerts/alert_series.sql; see docs/alerts.md for the reasons).
+
+- chronic_absence, invalid_absence: the weekly count of flagged pupils, with the pupils having
+  scheduled minutes (the share's denominator) as the population offset. No data (NULL) where that
+  denominator is 0 (holidays) or the week has no school data, and in the first 3 weeks of the data
+  (the trailing 4-week flag is not yet complete).
+- referrals, contacts: the 4-week rolling count (weeks t-3..t) of youths with an event in the week;
+  single weeks hold 0-3 youths per area, too few for any test. NULL in the first 3 weeks.
+- multi_signal: the weekly count as published (already a trailing 12-week flag); NULL in the first
+  11 weeks of the data.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+INDICATORS = ("chronic_absence", "invalid_absence", "referrals", "contacts", "multi_signal")
+#: Weeks summed into the watched count (1 = the weekly count as it is).
+ROLLING_WEEKS = {"referrals": 4, "contacts": 4}
+#: Weeks at the start of the data whose count is incomplete (the indicator's own trailing window).
+#: (For the rolling series: the rolling window minus one.)
+WARM_UP_WEEKS = {"chronic_absence": 3, "invalid_absence": 3, "multi_signal": 11}
+SERIES_LABEL = {
+    "chronic_absence": ("elever med hög frånvaro (vecka)", "pupils with high absence (week)"),
+    "invalid_absence": ("elever med ogiltig frånvaro (vecka)", "pupils with unexcused absence (week)"),
+    "referrals": ("unga med orosanmälan, 4 veckor", "youths with a referral, 4 weeks"),
+    "contacts": ("unga med polis-/fältkontakt, 4 veckor", "youths with a police/outreach contact, 4 weeks"),
+    "multi_signal": ("unga med flera signaler (12 v)", "youths with several signals (12 wk)"),
+}
+
+
+def monitored_series(counts: pd.DataFrame, rolling_weeks: dict[str, int] | None = None) -> pd.DataFrame:
+    """From area x week x indicator counts (columns area_code, week_start, indicator, numerator,
+    denominator, is_share, note; a complete grid as intermediate.int_area_weekly_counts) to the
+    watched series: area_code, indicator, week_start, observed (float, NaN = no data), population."""
+    rolling_weeks = {**ROLLING_WEEKS, **(rolling_weeks or {})}
+    frame = counts.copy()
+    frame["week_start"] = pd.to_datetime(frame["week_start"]).dt.date
+    frame = frame.sort_values(["area_code", "indicator", "week_start"], kind="stable", ignore_index=True)
+    first_week = frame["week_start"].min()
+    week_no = frame["week_start"].map(lambda d: (d - first_week).days // 7)
+    observed = frame["numerator"].astype(float)
+    is_share = frame["is_share"].astype(bool)
+    no_data = frame["note"].notna() | (is_share & (frame["denominator"].fillna(0) <= 0))
+    observed = observed.mask(no_data)
+    parts = []
+    for indicator, group in frame.groupby("indicator", sort=True):
+        values = observed.loc[group.index]
+        window = rolling_weeks.get(indicator, 1)
+        if window > 1:
+            values = values.groupby(group["area_code"]).transform(
+                lambda s, n=window: s.rolling(n, min_periods=n).sum())
+        warm_up = window - 1 if indicator in ROLLING_WEEKS else WARM_UP_WEEKS.get(indicator, 0)
+        values = values.mask(week_no.loc[group.index] < warm_up)
+        parts.append(values)
+    frame["observed"] = pd.concat(parts).sort_index()
+    frame["population"] = frame["denominator"].astype(float).where(frame["denominator"] > 0, np.nan)
+    return frame[["area_code", "indicator", "week_start", "observed", "population"]]

@@ -1,0 +1,145 @@
+"""The alert models on a real warehouse with real dbt: the Farrington task's table as a dbt source,
+the EARS SQL against its Python reference, the watched series against their Python twin, and
+disclosure control in the published mart.
+
+The input is a hand-made intermediate.int_area_weekly_counts (two areas, 120 weeks, every
+indicator; deterministic Poisson counts, an absence holiday week, and a tripling of contacts in one
+area over the last 6 weeks), so the test depends on the alert models only, not on ingest.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ewi.alerts.ears import EarsControl, ears
+from ewi.alerts.runner import farrington_parameters, run_farrington
+from ewi.alerts.series import INDICATORS, monitored_series
+
+pytestmark = pytest.mark.slow
+
+AREAS = {"2081C1010": 827, "2081C1020": 755}  # youth population
+WEEKS = [date(2024, 1, 1) + timedelta(weeks=i) for i in range(120)]
+RISE_AREA, RISE_WEEKS = "2081C1010", range(114, 120)
+# The area register seed is loaded first (selecting it here would also select the other models' tests
+# that refer to it, and their models are not built in this test).
+SELECT = "stg_areas alert_series alert_ears area_alerts"
+
+
+def _counts() -> pd.DataFrame:
+    rng = np.random.default_rng(20260101)
+    rows = []
+    for area, youth in AREAS.items():
+        for indicator in INDICATORS:
+            is_share = indicator.endswith("absence")
+            mean = {"chronic_absence": 30, "invalid_absence": 15, "referrals": 1.5, "contacts": 1.5,
+                    "multi_signal": 4}[indicator]
+            for i, week in enumerate(WEEKS):
+                mu = mean * (3 if (area, indicator) == (RISE_AREA, "contacts") and i in RISE_WEEKS else 1)
+                holiday = is_share and i % 52 == 30
+                rows.append({
+                    "area_code": area, "week_start": week, "iso_week": f"{week.isocalendar()[0]}-W{week.isocalendar()[1]:02d}",
+                    "indicator": indicator, "numerator": 0 if holiday else int(rng.poisson(mu)),
+                    "denominator": (0 if holiday else 240) if is_share else youth, "is_share": is_share,
+                    "note": "no_scheduled_minutes" if holiday else None,
+                })
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def alert_warehouse(warehouse_ready):
+    import psycopg
+
+    from ewi import transform
+
+    with psycopg.connect(warehouse_ready, autocommit=True) as db:
+        yield from _build(db, transform)
+
+
+def _build(db, transform):
+    counts = _counts()
+    db.execute("drop table if exists intermediate.int_area_weekly_counts cascade")
+    db.execute("""create table intermediate.int_area_weekly_counts (area_code text, week_start date, iso_week text,
+                  indicator text, numerator integer, denominator integer, is_share boolean, note text)""")
+    with db.cursor().copy("copy intermediate.int_area_weekly_counts from stdin") as copy:
+        for row in counts.astype(object).where(counts.notna(), None).itertuples(index=False, name=None):
+            copy.write_row(row)
+    db.execute("delete from alerts.farrington_results")
+    transform._invoke(["seed", "--select", "areas"])
+    empty = transform.build(select=SELECT)  # the mart builds while the Farrington table is empty
+    written = run_farrington(db)
+    built = transform.build(select=SELECT)
+    yield {"counts": counts, "empty": empty, "written": written, "built": built}
+    db.execute("delete from alerts.farrington_results")
+    db.execute("drop table if exists intermediate.int_area_weekly_counts cascade")
+
+
+def test_mart_builds_without_farrington_rows_and_with_them(alert_warehouse, db):
+    assert alert_warehouse["empty"]["success"], alert_warehouse["empty"]["failures"]
+    assert alert_warehouse["built"]["success"], alert_warehouse["built"]["failures"]
+    assert "area_alerts" in alert_warehouse["built"]["published_models"]
+    assert alert_warehouse["written"] == len(AREAS) * len(INDICATORS) * len(WEEKS)
+    methods = dict(db.execute("select method, count(*) from published.area_alerts group by method").fetchall())
+    assert methods == dict.fromkeys(("farrington", "ears_c1", "ears_c2", "ears_c3"), len(AREAS) * 5 * len(WEEKS))
+
+
+def test_disclosure_control_in_the_published_mart(alert_warehouse, db):
+    assert db.execute("select count(*) from published.area_alerts where observed between 1 and 4").fetchone()[0] == 0
+    assert db.execute("""select count(*) from published.area_alerts
+                         where (observed is null and score is not null) or (observed is null and is_alert)""").fetchone()[0] == 0
+    # Small counts exist underneath (the referral 4-week counts), so something was suppressed.
+    assert db.execute("""select count(*) from intermediate.alert_series
+                         where observed between 1 and 4""").fetchone()[0] > 0
+    assert db.execute("select count(*) from published.area_alerts where explanation_en like '%fewer than 5%'").fetchone()[0] > 0
+
+
+def test_default_method_flags_the_injected_rise(alert_warehouse, db):
+    rows = db.execute(
+        """select week_start, is_alert, explanation_en from published.area_alerts
+           where is_default_method and area_code = %s and indicator = 'contacts' and week_start >= %s""",
+        (RISE_AREA, WEEKS[RISE_WEEKS.start])).fetchall()
+    assert any(alert for _, alert, _ in rows)
+    assert all(m == "farrington" for (m,) in db.execute(
+        "select distinct method from published.area_alerts where is_default_method").fetchall())
+    assert "ALERT" in next(text for _, alert, text in rows if alert)
+
+
+def test_sql_series_equal_the_python_twin(alert_warehouse, db):
+    sql = pd.DataFrame(db.execute("select area_code, indicator, week_start, observed from intermediate.alert_series")
+                       .fetchall(), columns=["area_code", "indicator", "week_start", "observed"])
+    python = monitored_series(alert_warehouse["counts"])
+    merged = sql.merge(python, on=["area_code", "indicator", "week_start"], suffixes=("_sql", "_py"))
+    assert len(merged) == len(python) == len(sql)
+    assert np.allclose(merged["observed_sql"].astype(float), merged["observed_py"], equal_nan=True)
+
+
+def test_ears_sql_equals_the_python_reference(alert_warehouse, db):
+    frame = pd.DataFrame(db.execute(
+        """select e.area_code, e.indicator, e.week_start, e.method, s.observed, e.statistic, e.upper_threshold,
+                  e.is_alert
+           from intermediate.alert_ears as e join intermediate.alert_series as s using (area_code, indicator, week_start)
+           order by 1, 2, 4, 3""").fetchall(),
+        columns=["area_code", "indicator", "week_start", "method", "observed", "statistic", "upper", "is_alert"])
+    control = EarsControl()
+    compared = 0
+    for (_, _, method), group in frame.groupby(["area_code", "indicator", "method"]):
+        reference = ears(list(group["observed"]), method, control)
+        assert [w.is_alert for w in reference] == list(group["is_alert"])
+        py = np.array([np.nan if w.statistic is None else w.statistic for w in reference])
+        assert np.allclose(py, group["statistic"].astype(float), equal_nan=True, atol=1e-9)
+        compared += len(group)
+    assert compared == len(AREAS) * len(INDICATORS) * len(WEEKS) * 3
+
+
+def test_farrington_is_incremental_and_deterministic(alert_warehouse, db):
+    before = db.execute("select area_code, indicator, week_start, expected, upper_threshold, is_alert "
+                        "from alerts.farrington_results order by 1, 2, 3").fetchall()
+    rewritten = run_farrington(db)
+    refresh = farrington_parameters()["refresh_weeks"]
+    assert rewritten == len(AREAS) * len(INDICATORS) * refresh
+    after = db.execute("select area_code, indicator, week_start, expected, upper_threshold, is_alert "
+                       "from alerts.farrington_results order by 1, 2, 3").fetchall()
+    assert before == after
