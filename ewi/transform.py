@@ -36,6 +36,9 @@ _PSEUDONYM_RE = re.compile(r"[0-9a-fA-F]{64}")
 _FAILED = {"fail", "error", "runtime error"}
 
 
+ALERT_MODELS = "path:models/alerts"
+
+
 def _dbt_dirs() -> tuple[Path, Path]:
     base = config.ewi_home() / "dbt"
     return base / "target", base / "logs"
@@ -171,17 +174,36 @@ def _build_locked(select: str | None, full_refresh: bool, started: float, starte
     with warehouse.connect(autocommit=True) as conn:
         _reset_staging_schema(conn)
 
-    args = ["build"]
+    base = ["build"] + (["--full-refresh"] if full_refresh else [])
     if select:
-        args += ["--select", select]
-    if full_refresh:
-        args.append("--full-refresh")
-    res = _invoke(args)
-    nodes = _node_results(res)
-    failures = [{"node": n["unique_id"], "message": n["message"]} for n in nodes if n["status"] in _FAILED]
-    if res.exception is not None:
-        failures.append({"node": "dbt", "message": _scrub(str(res.exception))})
-    success = bool(res.success) and not failures
+        phases = [base + ["--select", select]]
+    else:
+        # The Farrington detector runs in Python between the indicator models it reads and the
+        # alert models that read its output, so a whole build is two dbt invocations around it.
+        phases = [base + ["--exclude", ALERT_MODELS], "farrington", base + ["--select", ALERT_MODELS]]
+    nodes, failures, success, res = [], [], True, None
+    for phase in phases:
+        if not success:
+            break
+        if phase == "farrington":
+            try:
+                with warehouse.connect() as conn:
+                    from ewi.alerts import run_farrington
+
+                    run_farrington(conn, full=full_refresh)
+                    conn.commit()
+            except Exception as exc:  # noqa: BLE001 - any failure here must stop publication
+                failures.append({"node": "farrington", "message": _scrub(f"{type(exc).__name__}: {exc}")})
+                success = False
+            continue
+        res = _invoke(phase)
+        phase_nodes = _node_results(res)
+        nodes += phase_nodes
+        failures += [{"node": n["unique_id"], "message": n["message"]} for n in phase_nodes if n["status"] in _FAILED]
+        if res.exception is not None:
+            failures.append({"node": "dbt", "message": _scrub(str(res.exception))})
+        success = success and bool(res.success) and not failures
+    args = [a for p in phases for a in (p if isinstance(p, list) else [p])]
 
     published = False
     marts = [n["name"] for n in nodes
@@ -203,7 +225,8 @@ def _build_locked(select: str | None, full_refresh: bool, started: float, starte
             "published_models": marts if published else [],
             "elapsed_s": round(time.monotonic() - started, 2),
         }
-        run_id = getattr(getattr(res.result, "metadata", None), "invocation_id", None) or str(uuid.uuid4())
+        run_id = getattr(getattr(getattr(res, "result", None), "metadata", None), "invocation_id", None) or str(
+            uuid.uuid4())
         _record(
             conn,
             {**summary, "run_id": str(run_id), "started_at": started_at, "finished_at": datetime.now(UTC),

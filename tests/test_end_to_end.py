@@ -193,3 +193,13 @@ def test_every_area_week_and_indicator_is_a_row(pipeline):
         "select count(distinct week_start), count(*) from published.area_weekly_indicators").fetchone()
     assert cells == areas * weeks * 5
     assert weeks >= WEEKS
+
+
+def test_farrington_ran_inside_the_build_and_alerts_are_published(pipeline):
+    conn = pipeline["conn"]
+    computed = conn.execute("select count(*) from alerts.farrington_results").fetchone()[0]
+    assert computed > 0
+    methods = {r[0] for r in conn.execute("select distinct method from published.area_alerts").fetchall()}
+    assert "farrington" in methods
+    small = conn.execute("select count(*) from published.area_alerts where observed between 1 and 4").fetchone()[0]
+    assert small == 0
