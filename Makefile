@@ -45,7 +45,7 @@ lint: install
 
 test: install system-deps lint
 	@echo "==> [test] pytest"
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --basetemp=$(EWI_HOME)/pytest-tmp
 
 demo: install
 	@echo "==> [demo] warehouse: migrations and area register"
@@ -55,10 +55,14 @@ demo: install
 	@echo "==> [demo] running the pipeline through Airflow (ingest DAG, then transform DAG)"
 	$(BIN)/ewi airflow demo-run --landing $(DEMO_DATA)
 	@echo "==> [demo] serving the dashboard"
-	$(BIN)/ewi dashboard --port $(DEMO_PORT)
+	$(BIN)/ewi dashboard --demo-users --port $(DEMO_PORT)
 
 bench: install
 	$(BIN)/python -m ewi.bench
+
+# Alert methods on simulated series and on synth's injected rises; writes docs/alert_evaluation.md
+eval: install
+	$(BIN)/python -m ewi.alerts.evaluate
 
 stop:
 	-$(BIN)/ewi warehouse stop

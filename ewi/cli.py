@@ -102,6 +102,29 @@ def cmd_transform(args: argparse.Namespace) -> int:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
+    from ewi.dashboard import users
+
+    if args.action == "add-user":
+        import getpass
+
+        if not args.name or not args.role:
+            print("ewi dashboard add-user NAME --role coordinator|auditor", file=sys.stderr)
+            return EXIT_USAGE
+        password = sys.stdin.readline().rstrip("\n") if not sys.stdin.isatty() else getpass.getpass()
+        if len(password) < 10:
+            print("ewi dashboard: a password needs at least 10 characters", file=sys.stderr)
+            return EXIT_USAGE
+        users.set_user(args.name, args.role, password)
+        print(f"user {args.name} ({args.role}) saved to {users.users_file()}")
+        return EXIT_OK
+    if args.demo_users:
+        import secrets
+
+        # Demo only: fresh passwords on every start, shown once, so a rerun of `make demo` can log in.
+        for name, role in users.DEMO_USERS.items():
+            password = secrets.token_urlsafe(9)
+            users.set_user(name, role, password)
+            print(f"Demo login: {name} / {password}", flush=True)
     from ewi.dashboard.server import serve
 
     serve(host=args.host, port=args.port)
@@ -149,7 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full-refresh", action="store_true")
     p.set_defaults(func=cmd_transform)
 
-    p = sub.add_parser("dashboard", help="serve the dashboard")
+    p = sub.add_parser("dashboard", help="serve the dashboard, or add a dashboard user")
+    p.add_argument("action", nargs="?", choices=["serve", "add-user"], default="serve")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--role", choices=["coordinator", "auditor"])
+    p.add_argument("--demo-users", action="store_true",
+                   help="(demo) create the users coordinator and auditor with new passwords and print them")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8050)
     p.set_defaults(func=cmd_dashboard)
