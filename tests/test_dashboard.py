@@ -665,3 +665,12 @@ def test_browser_auditor(browser, server, dashboard_env):
         _screenshot(page, "auditor_batch")
     finally:
         context.close()
+
+
+def test_health_endpoint_needs_no_login_and_shows_no_data():
+    from fastapi.testclient import TestClient
+
+    from ewi.dashboard.app import create_app
+
+    response = TestClient(create_app()).get("/healthz")
+    assert response.status_code == 200 and response.json() == {"status": "ok"}

@@ -277,6 +277,11 @@ def create_app() -> FastAPI:
                 if request.session.get("user") else None)
         return _page(request, "message.html", lang, user, status_code=403, message=text(lang)["forbidden"])
 
+    @app.get("/healthz")
+    def healthz():
+        # For container health checks: the process serves; no data, no login.
+        return {"status": "ok"}
+
     # -------------------------------------------------------- login
 
     @app.get("/login", response_class=HTMLResponse)
