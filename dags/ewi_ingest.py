@@ -1,0 +1,109 @@
+"""ewi_ingest: write-audit-publish delivered extract files.
+
+A run takes `paths` (a list of files) or `landing` (a folder: every *.csv in it) from its conf;
+with neither it ingests the configured landing folder ($EWI_LANDING_DIR or $EWI_HOME/landing).
+Files already ingested come back as duplicates and change nothing, so re-running is safe.
+
+prepare_warehouse -> plan -> ingest_chunk (mapped) -> announce_<source> (one per source), summary;
+watcher fails the run when any task failed.
+
+Deliveries of one source and period stay together in one chunk, in delivery order, because a
+later delivery replaces an earlier one. Each announce task carries its source's asset as outlet
+and emits an event only when audit.batches shows that this run published a batch of that source;
+otherwise it is skipped, and a skipped task emits no asset event (the task runner sends the
+outlets only with SucceedTask). A quarantined or rejected file therefore never triggers
+ewi_transform.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import Param, dag, get_current_context, task
+
+from ewi import orchestration as orch
+
+
+@dag(
+    dag_id="ewi_ingest",
+    schedule=None,
+    start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args=orch.default_task_args(),
+    on_failure_callback=orch.record_dag_failure,
+    tags=["ewi", "ingest"],
+    params={
+        "paths": Param([], type="array", items={"type": "string"},
+                       description="Files to ingest (absolute paths). Takes precedence over landing."),
+        "landing": Param(None, type=["null", "string"],
+                         description="A folder whose *.csv files are ingested, in name order."),
+        "chunk_size": Param(orch.DEFAULT_CHUNK_SIZE, type="integer", minimum=1,
+                            description="Files per mapped ingest task."),
+    },
+    doc_md=__doc__,
+)
+def ewi_ingest():
+    @task
+    def prepare_warehouse() -> list[str]:
+        from ewi import setup
+
+        return setup.init_warehouse()
+
+    @task
+    def plan(params=None) -> list[list[str]]:
+        files = orch.delivered_files(params.get("paths"), params.get("landing"))
+        chunks = orch.plan_chunks(files, int(params.get("chunk_size") or orch.DEFAULT_CHUNK_SIZE))
+        print(f"{len(files)} files in {len(chunks)} chunks")
+        return chunks
+
+    # Chunks of one source may run side by side under LocalExecutor; keeping one at a time keeps
+    # the order of deliveries across periods too, and two cores gain little from more.
+    @task(max_active_tis_per_dagrun=1, map_index_template="{{ chunk_label }}")
+    def ingest_chunk(paths: list[str]) -> list[dict]:
+        get_current_context()["chunk_label"] = orch.chunk_label(paths)
+        return orch.ingest_chunk(paths)
+
+    def announce(source: str):
+        # all_done: a chunk that failed must not hide the batches other chunks published.
+        @task(task_id=f"announce_{source}", outlets=[orch.SOURCE_ASSETS[source]], trigger_rule="all_done")
+        def _announce(chunks: list[list[str]], *, outlet_events=None, dag_run=None):
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            file_names = orch.file_names_by_source(chunks)[source]
+            batches = orch.published_batches(source, file_names, dag_run.start_date)
+            if not batches:
+                raise AirflowSkipException(f"no {source} batch published in this run")
+            outlet_events[orch.SOURCE_ASSETS[source]].extra = {
+                "batches": [b["batch_id"] for b in batches],
+                "periods": sorted({b["period"] for b in batches}),
+            }
+            return len(batches)
+
+        return _announce
+
+    @task(trigger_rule="all_done")
+    def summary(results) -> dict:
+        flat = [r for chunk in results if chunk for r in chunk]
+        counts = orch.summarise(flat)
+        print(f"ingest summary: {counts}")
+        return counts
+
+    # The announce and summary tasks run whatever happened upstream, so as leaves they would mark a
+    # run with a failed chunk as successful; this task fails the run instead (Airflow's "watcher").
+    @task(trigger_rule="one_failed", retries=0)
+    def watcher():
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException("an upstream task failed; see audit.pipeline_events")
+
+    planned = plan()
+    prepared = prepare_warehouse()
+    prepared >> planned
+    results = ingest_chunk.expand(paths=planned)
+    announced = [announce(source)(planned) for source in orch.SOURCE_NAMES]
+    results >> announced
+    summarised = summary(results)
+    [prepared, planned, results, *announced, summarised] >> watcher()
+
+
+ewi_ingest()

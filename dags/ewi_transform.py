@@ -1,0 +1,59 @@
+"""ewi_transform: dbt build of the indicator marts, run whenever a source publishes a batch.
+
+Scheduled on raw.school_absence | raw.referrals | raw.contacts: any one published source triggers
+a run. An asset-triggered run consumes every event queued for the DAG since the previous run, so
+a burst of deliveries (a whole week's extracts, or a backlog of 300 files) leads to one build, not
+one per batch; events arriving while a build runs queue up and trigger one more build afterwards
+(max_active_runs=1).
+
+build -> publish. `publish` carries the `published` asset as outlet; it fails when the build's
+tests failed (nothing was swapped into `published`, and the failure is recorded in
+audit.pipeline_events) and is skipped when the build passed without swapping anything in. Either
+way no asset event is emitted, so ewi_dashboard_refresh is not triggered.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import dag, task
+
+from ewi import orchestration as orch
+
+
+@dag(
+    dag_id="ewi_transform",
+    schedule=(
+        orch.SOURCE_ASSETS["school_absence"] | orch.SOURCE_ASSETS["referrals"] | orch.SOURCE_ASSETS["contacts"]
+    ),
+    start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args=orch.default_task_args(),
+    on_failure_callback=orch.record_dag_failure,
+    tags=["ewi", "transform"],
+    doc_md=__doc__,
+)
+def ewi_transform():
+    @task
+    def build() -> dict:
+        return orch.build_marts()
+
+    @task(outlets=[orch.PUBLISHED_ASSET])
+    def publish(summary: dict, *, outlet_events=None):
+        from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+        if not summary.get("success"):
+            failures = summary.get("failures") or []
+            raise AirflowFailException(
+                f"dbt build failed ({summary.get('status')}, {len(failures)} failing nodes): "
+                "the marts in `published` were left as they were"
+            )
+        if not summary.get("published"):
+            raise AirflowSkipException("the build passed but swapped nothing into `published`")
+        outlet_events[orch.PUBLISHED_ASSET].extra = {"counts": summary.get("counts")}
+        return summary.get("counts")
+
+    publish(build())
+
+
+ewi_transform()
