@@ -45,6 +45,7 @@ lint: install
 
 test: install system-deps lint
 	@echo "==> [test] pytest"
+	mkdir -p $(EWI_HOME)
 	$(BIN)/pytest -q --basetemp=$(EWI_HOME)/pytest-tmp
 
 demo: install

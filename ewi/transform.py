@@ -182,9 +182,11 @@ def _build_locked(select: str | None, full_refresh: bool, started: float, starte
         # alert models that read its output, so a whole build is two dbt invocations around it.
         phases = [base + ["--exclude", ALERT_MODELS], "farrington", base + ["--select", ALERT_MODELS]]
     nodes, failures, success, res = [], [], True, None
+    phase_seconds: list[dict] = []
     for phase in phases:
         if not success:
             break
+        phase_started = time.monotonic()
         if phase == "farrington":
             try:
                 with warehouse.connect() as conn:
@@ -195,8 +197,10 @@ def _build_locked(select: str | None, full_refresh: bool, started: float, starte
             except Exception as exc:  # noqa: BLE001 - any failure here must stop publication
                 failures.append({"node": "farrington", "message": _scrub(f"{type(exc).__name__}: {exc}")})
                 success = False
+            phase_seconds.append({"phase": "farrington", "s": round(time.monotonic() - phase_started, 2)})
             continue
         res = _invoke(phase)
+        phase_seconds.append({"phase": " ".join(phase), "s": round(time.monotonic() - phase_started, 2)})
         phase_nodes = _node_results(res)
         nodes += phase_nodes
         failures += [{"node": n["unique_id"], "message": n["message"]} for n in phase_nodes if n["status"] in _FAILED]
@@ -224,6 +228,14 @@ def _build_locked(select: str | None, full_refresh: bool, started: float, starte
             "published": published,
             "published_models": marts if published else [],
             "elapsed_s": round(time.monotonic() - started, 2),
+            # where a build's time goes (make bench): each phase, and the slowest nodes
+            "timings": {
+                "phases": phase_seconds,
+                "slowest_nodes": [
+                    {"node": n["name"], "type": n["resource_type"], "s": round(n["execution_time"] or 0, 2)}
+                    for n in sorted(nodes, key=lambda n: -(n["execution_time"] or 0))[:12]
+                ],
+            },
         }
         run_id = getattr(getattr(getattr(res, "result", None), "metadata", None), "invocation_id", None) or str(
             uuid.uuid4())

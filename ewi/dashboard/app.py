@@ -16,7 +16,7 @@ import re
 import secrets
 import time
 from collections import defaultdict
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import quote, unquote, urlencode
@@ -25,11 +25,12 @@ from fastapi import Depends, FastAPI, Form, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 from psycopg.types.json import Jsonb
 from starlette.middleware.sessions import SessionMiddleware
 
 from ewi import config
-from ewi.dashboard import charts, data, users
+from ewi.dashboard import charts, data, lineage, users
 from ewi.dashboard.i18n import (
     INDICATORS,
     LANGS,
@@ -217,6 +218,18 @@ def _area_context(conn, area_code: str, weeks: int, lang: str) -> dict | None:
         "alerts": area_alerts,
         "alert_keys": {(a["indicator"], a["week_start"]) for a in area_alerts},
     }
+
+
+def _week_param(value: str) -> date | None:
+    """An ISO week (2026-W47) or its Monday (2026-11-16) as the week's Monday."""
+    m = re.fullmatch(r"(\d{4})-W(\d{2})", value or "")
+    try:
+        if m:
+            return date.fromisocalendar(int(m[1]), int(m[2]), 1)
+        day = date.fromisoformat(value)
+    except ValueError:
+        return None
+    return day - timedelta(days=day.weekday())
 
 
 def _docs_root() -> Path:
@@ -473,6 +486,34 @@ def create_app() -> FastAPI:
         with data.connect(data.AUDITOR_ROLE) as conn:
             builds = data.dbt_builds(conn)
         return _page(request, "dbt.html", lang, user, builds=builds)
+
+    @app.get("/audit/lineage", response_class=HTMLResponse)
+    def audit_lineage(user: AuditorUser, request: Request):
+        lang = lang_of(request)
+        manifest, manifest_path = lineage.load_manifest()
+        svg, graph, generated_at = None, None, None
+        if manifest is not None:
+            with data.connect(data.AUDITOR_ROLE) as conn:
+                deliveries = data.deliveries_by_source(conn)
+            graph = lineage.build_graph(manifest, deliveries)
+            svg = Markup(lineage.render_svg(graph))  # noqa: S704 - every label is escaped by render_svg
+            generated_at = (manifest.get("metadata") or {}).get("generated_at")
+        runs = lineage.task_runs()
+        return _page(request, "lineage.html", lang, user, svg=svg, graph=graph, manifest_path=str(manifest_path),
+                     generated_at=lineage.short_time(generated_at), runs=runs, short_time=lineage.short_time)
+
+    @app.get("/audit/provenance", response_class=HTMLResponse)
+    def audit_provenance(user: AuditorUser, request: Request, indicator: str = "", week: str = "",
+                         area: str | None = None):
+        lang = lang_of(request)
+        week_start = _week_param(week)
+        if indicator not in INDICATORS or week_start is None or (area and not _AREA_CODE.match(area)):
+            return _page(request, "message.html", lang, user, status_code=404, message=text(lang)["not_found"])
+        with data.connect(data.AUDITOR_ROLE) as conn:
+            cell = data.published_cell(conn, indicator, week_start, area or None)
+            found = data.provenance(conn, indicator, week_start)
+        return _page(request, "provenance.html", lang, user, indicator=indicator, week=week_start,
+                     area=area or None, cell=cell, **found)
 
     @app.get("/audit/docs/{path:path}")
     def audit_docs(user: AuditorUser, path: str):
