@@ -52,6 +52,7 @@ demo: install
 	@echo "==> [demo] warehouse: migrations and area register"
 	$(BIN)/ewi warehouse init
 	@echo "==> [demo] generating two years of synthetic extracts into $(DEMO_DATA)"
+	rm -rf $(DEMO_DATA)
 	$(BIN)/ewi synth --out $(DEMO_DATA) --weeks 104 --seed 7
 	@echo "==> [demo] running the pipeline through Airflow (ingest DAG, then transform DAG)"
 	$(BIN)/ewi airflow demo-run --landing $(DEMO_DATA)
