@@ -469,3 +469,14 @@ def test_a_retry_after_a_crash_resumes_the_pending_batch_without_doubling(conn, 
                         (result.batch_id,)).fetchone()[0] == 40
     assert conn.execute("select count(*) from pending.referrals where batch_id = %s",
                         (result.batch_id,)).fetchone()[0] == 0
+
+
+def test_data_docs_pages_and_index_are_built_and_a_stray_file_breaks_nothing(conn, tmp_path, ewi_home):
+    docs = ewi_home / "gx" / "data_docs"
+    (docs / "validations").mkdir(parents=True, exist_ok=True)
+    (docs / "validations" / "stray.html").write_text("<p>not GX's</p>")
+    result = ingest_one(extracts.write(tmp_path, "referrals", new_period()))
+    assert result.status == "published"
+    assert result.data_docs and os.path.exists(result.data_docs)
+    assert result.batch_id in result.data_docs
+    assert batch(conn, result.batch_id)["data_docs_path"] == result.data_docs

@@ -64,6 +64,8 @@ def ingest_files(paths: list[Path]) -> list[IngestResult]:
     results_by_path = {}
     for path in sorted((Path(p) for p in paths), key=_delivery_order):
         results_by_path[path] = ingest_file(path)
+    if any(r.data_docs for r in results_by_path.values()):
+        gate.build_index()
     return [results_by_path[Path(p)] for p in paths]
 
 

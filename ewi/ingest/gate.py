@@ -156,7 +156,7 @@ def validate(batch_id: str, delivery: Delivery, params: dict) -> GateResult:
         checkpoint = context.checkpoints.add(gx.Checkpoint(
             name=f"ewi_{batch_id}",
             validation_definitions=[vdef],
-            actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=["ewi"])],
+            actions=[],
             result_format=RESULT_FORMAT,
         ))
         try:
@@ -186,15 +186,31 @@ def validate(batch_id: str, delivery: Delivery, params: dict) -> GateResult:
                                                       if cfg.type == "unexpected_rows_expectation" else None),
                 notes=(cfg.meta or {}).get("notes", ""),
             ))
-        docs_path = _docs_page(context, identifier)
+        docs_path = _build_docs_page(context, identifier)
     return GateResult(success=bool(run.success), checks=checks,
                       validation_result_id=validation_id, data_docs_path=docs_path)
 
 
-def _docs_page(context, identifier) -> str | None:
+def _build_docs_page(context, identifier) -> str | None:
+    """Render this validation's Data Docs page. The site index is rebuilt once per ingest call
+    (build_index), not per file: GX lists every past page to build it."""
     try:
+        context.build_data_docs(site_names=["ewi"], resource_identifiers=[identifier], build_index=False)
         for site in context.get_docs_sites_urls(resource_identifier=identifier, site_name="ewi"):
             return str(site["site_url"]).removeprefix("file://")
-    except Exception:  # Data Docs are a courtesy view; the audit tables hold the facts
-        log.warning("could not locate the Data Docs page of a validation")
+    except Exception:  # noqa: BLE001 - Data Docs are a courtesy view; the audit tables hold the facts
+        log.warning("could not build the Data Docs page of a validation", exc_info=True)
     return None
+
+
+def build_index() -> None:
+    """Rebuild the Data Docs index page over every validation page on disk."""
+    with _lock:
+        url = warehouse.sqlalchemy_url()
+        context = _contexts.get(url)
+        if context is None:
+            return
+        try:
+            context.build_data_docs(site_names=["ewi"], build_index=True)
+        except Exception:  # noqa: BLE001 - a stray file in the docs folder must not fail an ingest
+            log.warning("could not rebuild the Data Docs index", exc_info=True)
