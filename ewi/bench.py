@@ -1,6 +1,6 @@
 """`make bench`: speed and memory figures, measured on this machine, never asserted in unit tests.
 
-    python -m ewi.bench [ingest] [--rows N]
+    python -m ewi.bench [ingest] [dbt] [dashboard] [--rows N]
 
 Each benchmark runs against its own database on the warehouse server and prints one JSON line.
 """
@@ -85,7 +85,19 @@ def bench_ingest(rows: int) -> dict:
     }
 
 
-BENCHMARKS = {"ingest": bench_ingest}
+def bench_dbt() -> dict:
+    from ewi.bench_dbt import bench_dbt as run
+
+    return run()
+
+
+def bench_dashboard() -> dict:
+    from ewi.bench_dashboard import bench_dashboard as run
+
+    return run()
+
+
+BENCHMARKS = {"ingest": bench_ingest, "dbt": bench_dbt, "dashboard": bench_dashboard}
 
 
 def main(argv: list[str] | None = None) -> int:

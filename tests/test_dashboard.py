@@ -511,6 +511,126 @@ def test_auditor_sees_every_batch_with_checks_and_data_docs(auditor, dashboard_e
     assert "not_small_count_numerator" in first.text() and "failed" in first.attrs["class"]
 
 
+# ---------------------------------------------------------------- lineage and provenance
+
+
+#: OpenLineage run events as Airflow's provider writes them (file transport): a task's START and
+#: COMPLETE, a failed task in a file of its own, and a line no reader could parse.
+_OL_EVENTS = [
+    {"eventType": "START", "eventTime": "2026-11-23T06:15:00Z",
+     "run": {"runId": "0195a7c2-aaaa-7000-8000-000000000001"},
+     "job": {"namespace": "ewi", "name": "ewi_ingest.ingest_landing"},
+     "inputs": [{"namespace": "file", "name": "landing/referrals_2026-W47_20261123T0600.csv"}], "outputs": []},
+    {"eventType": "COMPLETE", "eventTime": "2026-11-23T06:15:09Z",
+     "run": {"runId": "0195a7c2-aaaa-7000-8000-000000000001"},
+     "job": {"namespace": "ewi", "name": "ewi_ingest.ingest_landing"},
+     "inputs": [], "outputs": [{"namespace": "postgres://warehouse", "name": "ewi.raw.referrals"}]},
+]
+_OL_FAILED = {"eventType": "FAIL", "eventTime": "2026-11-23T06:20:00Z",
+              "run": {"runId": "0195a7c2-bbbb-7000-8000-000000000002"},
+              "job": {"namespace": "ewi", "name": "ewi_transform.dbt_build"},
+              "inputs": [{"namespace": "postgres://warehouse", "name": "ewi.raw.referrals"}], "outputs": []}
+
+
+@pytest.fixture(scope="module")
+def lineage_files(dashboard_env, tmp_path_factory):
+    """$EWI_HOME/dbt-docs emptied for this module (other modules may have written it), a function
+    that writes it with the real `transform.docs()`, and OpenLineage event files."""
+    home = dashboard_env["home"]
+    docs, aside = home / "dbt-docs", tmp_path_factory.mktemp("dbt-docs-aside") / "dbt-docs"
+    if docs.exists():
+        shutil.move(docs, aside)
+    events = home / "lineage"
+    events.mkdir(exist_ok=True)
+    ours = [events / "test-dashboard-events.jsonl", events / "test-dashboard-failed.json"]
+    ours[0].write_text("\n".join(json.dumps(e) for e in _OL_EVENTS) + "\n{not json\n", encoding="utf-8")
+    ours[1].write_text(json.dumps(_OL_FAILED), encoding="utf-8")
+    generated = {}
+
+    def generate() -> dict:
+        if not generated:
+            from ewi import transform
+
+            generated.update(transform.docs())
+            assert generated["success"], generated
+        return generated
+
+    yield generate
+    for path in ours:
+        path.unlink(missing_ok=True)
+    shutil.rmtree(docs, ignore_errors=True)
+    if aside.exists():
+        shutil.move(aside, docs)
+
+
+def test_lineage_graph_from_the_dbt_manifest_and_openlineage_runs(auditor, coordinator, lineage_files):
+    before = parse(auditor.get("/audit/lineage?lang=en").text)
+    assert "transform.docs()" in before.find(id="no-manifest").text()
+    runs = before.find("table", id="task-runs")
+    done = runs.find("tr", data_run="0195a7c2-aaaa-7000-8000-000000000001")
+    assert done.find("td", class_="job").text() == "ewi_ingest.ingest_landing"
+    assert done.find("td", class_="state").text() == "COMPLETE"
+    assert "referrals_2026-W47_20261123T0600.csv" in done.find("td", class_="inputs").text()
+    assert done.find("td", class_="outputs").text() == "ewi.raw.referrals"
+    failed = runs.find("tr", data_run="0195a7c2-bbbb-7000-8000-000000000002")
+    assert failed.find("td", class_="state").text() == "FAIL" and "failed" in failed.attrs["class"]
+    assert before.find(id="unreadable-events").text().startswith("1 ")
+
+    lineage_files()
+    page = parse(auditor.get("/audit/lineage?lang=en").text)
+    svg = page.find("svg", id="lineage-graph")
+    kinds = {g.attrs["data_node"]: g.attrs["data_kind"] for g in svg.find_all("g", class_="node")}
+    assert kinds["deliveries.school_absence"] == "delivery" and kinds["source.ewi.raw.referrals"] == "source"
+    assert kinds["model.ewi.stg_referrals"] == "staging"
+    assert kinds["model.ewi.int_person_signal_weeks"] == "intermediate"
+    assert kinds["model.ewi.area_weekly_indicators"] == "marts"
+    assert kinds["exposure.ewi.coordinator_dashboard"] == "exposure"
+    edges = {(e.attrs["data_from"], e.attrs["data_to"]) for e in svg.find_all("path", class_="edge")}
+    # a path from each source's deliveries through the models to the coordinators' dashboard
+    for source in ("school_absence", "referrals", "contacts"):
+        assert (f"deliveries.{source}", f"source.ewi.raw.{source}") in edges
+        assert (f"source.ewi.raw.{source}", f"model.ewi.stg_{source}") in edges
+    assert ("model.ewi.stg_referrals", "model.ewi.int_person_signal_weeks") in edges
+    assert ("model.ewi.int_area_weekly_counts", "model.ewi.area_weekly_indicators") in edges
+    assert ("model.ewi.area_weekly_indicators", "exposure.ewi.coordinator_dashboard") in edges
+    # the delivery nodes count audit.batches: one published and one quarantined referrals delivery
+    referrals = svg.find("g", data_node="deliveries.referrals")
+    assert referrals.find("title").text() == "published: 1, quarantined: 1"
+    assert coordinator.get("/audit/lineage").status_code == 403
+
+
+def test_provenance_lists_the_batches_a_published_value_was_computed_from(auditor, coordinator, dashboard_env):
+    week = _iso(dashboard_env["latest"])
+    # auditors get a link on every published number; coordinators do not
+    overview = parse(auditor.get("/?lang=en").text)
+    link = overview.find("tr", data_area=ALERT_AREA).find("td", data_indicator="referrals").find(
+        "a", class_="provenance")
+    assert link.attrs["href"] == f"/audit/provenance?indicator=referrals&week={week}&area={ALERT_AREA}"
+    assert not parse(coordinator.get("/?lang=en").text).find_all("a", class_="provenance")
+    area = parse(auditor.get(f"/area/{ALERT_AREA}?lang=en").text)
+    assert area.find("table", id="weekly-table").find("tr", data_week=week).find(
+        "td", data_indicator="referrals").find("a", class_="provenance")
+
+    page = parse(auditor.get(link.attrs["href"] + "&lang=en").text)
+    rows = {tr.attrs["data_batch"]: tr for tr in page.find("table", id="provenance-batches").find_all(
+        "tr", data_batch=True)}
+    assert set(rows) == {"batch-p", "batch-q"}  # the week's referrals deliveries, nothing else
+    assert rows["batch-p"].find("td", class_="used").text() == "yes"
+    assert rows["batch-q"].find("td", class_="used").text() == "no"
+    assert rows["batch-q"].find("td", class_="status").text() == "quarantined"
+    published = _published(dashboard_env["dsn"], "area_code = %s and indicator = 'referrals' and week_start = %s",
+                           (ALERT_AREA, dashboard_env["latest"]))[0]
+    assert page.find(id="prov-value").text() == _shown(published["rate"], published["is_suppressed"])
+    # absence is computed from the school deliveries of 4 weeks, none of which this warehouse has
+    absence = parse(auditor.get(f"/audit/provenance?indicator=chronic_absence&week={week}&lang=en").text)
+    assert not absence.find("table", id="provenance-batches").find_all("tr", data_batch=True)
+    first = _iso(dashboard_env["latest"] - timedelta(weeks=3))
+    assert absence.find("li", data_source="school_absence").text() == f"school absence: periods {first} – {week}"
+    assert absence.find(id="prov-area").text() == "Municipality"
+    assert coordinator.get(link.attrs["href"]).status_code == 403
+    assert auditor.get("/audit/provenance?indicator=nope&week=2026-W01").status_code == 404
+
+
 # ---------------------------------------------------------------- users and refresh
 
 
@@ -663,6 +783,28 @@ def test_browser_auditor(browser, server, dashboard_env):
         page.wait_for_selector("#checks-table")
         assert page.inner_text("#batch-status") == "quarantined"
         _screenshot(page, "auditor_batch")
+    finally:
+        context.close()
+
+
+@pytest.mark.slow
+def test_browser_auditor_lineage_and_provenance(browser, server, dashboard_env, lineage_files):
+    lineage_files()
+    week = _iso(dashboard_env["latest"])
+    context, page = _browser_login(browser, server, "audit")
+    try:
+        page.goto(server + "/?lang=en")
+        page.click(f'#overview-table tr[data-area="{ALERT_AREA}"] td[data-indicator="referrals"] a.provenance')
+        page.wait_for_selector("#provenance-batches")
+        assert page.inner_text("#prov-week") == week
+        assert page.inner_text('#provenance-batches tr[data-batch="batch-p"] td.used') == "yes"
+        _screenshot(page, "auditor_provenance")
+        page.click("#nav-lineage")
+        page.wait_for_selector("#lineage-graph")
+        box = page.locator('#lineage-graph g[data-node="exposure.ewi.coordinator_dashboard"]').bounding_box()
+        assert box and box["width"] > 100  # drawn, not just present
+        assert page.locator("#lineage-graph path.edge").count() > 20
+        _screenshot(page, "auditor_lineage")
     finally:
         context.close()
 

@@ -109,6 +109,7 @@ TEXT = {
         "no": "nej",
         "missing_periods": "Perioder utan använd leverans: {periods}",
         "value": "Värde",
+        "node": "Steg",
     },
     "en": {
         "title": "Early warning indicators – Borlänge",
@@ -205,6 +206,7 @@ TEXT = {
         "no": "no",
         "missing_periods": "Periods without a used delivery: {periods}",
         "value": "Value",
+        "node": "Step",
     },
 }
 

@@ -10,10 +10,13 @@
     ['int_pupil_weeks', 'published_at'],
     ['int_absence_person_weeks', 'processed_at'],
 ] -%}
+{#- Indexes: the reprocessing window's max(week_start) / max(processed_at), its delete and the
+    tests of the rows a build wrote (macros/test_scope.sql) read a few weeks, not the history. -#}
 {{ config(
     materialized='incremental',
     incremental_strategy='replace_from',
     on_schema_change='fail',
+    indexes=[{'columns': ['week_start']}, {'columns': ['processed_at']}],
     meta={'reprocess_weeks': reprocess_weeks, 'reprocess_inputs': reprocess_inputs},
 ) }}
 
