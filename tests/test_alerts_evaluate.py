@@ -30,10 +30,39 @@ def test_simulated_series_are_reproducible_and_carry_their_outbreak():
 @pytest.mark.slow
 def test_evaluation_runs_end_to_end_on_tiny_sizes(tmp_path):
     out = tmp_path / "alert_evaluation.md"
-    result = evaluate.run(n_series=2, rise_seeds=1, out=out, workers=1, weeks=60)
+    result = evaluate.run(n_series=2, rise_seeds=1, out=out, workers=1, weeks=60, quiet_seeds=(510,))
     report = out.read_text(encoding="utf-8")
     assert "# Alert evaluation" in report and "## Targets (default method)" in report
     assert len(result["simulation"]) == len(evaluate.SCENARIOS)
     assert result["synth"]["series"] == 24 * 5
     for method in evaluate.METHODS:
         assert result["synth"]["false_alerts_per_week"][method] >= 0
+
+
+def test_per_indicator_alpha_and_rolling_windows():
+    from ewi.alerts.runner import alpha_for, farrington_control
+    from ewi.alerts.series import rolling_weeks_setting
+
+    params = {**evaluate.farrington_parameters(), "alpha": {"referrals": 0.01, "default": 0.001}}
+    assert alpha_for(params, "referrals") == 0.01 and alpha_for(params, "contacts") == 0.001
+    assert farrington_control(params, "referrals").alpha == 0.01
+    assert alpha_for({"alpha": 0.002}, "referrals") == 0.002
+    assert rolling_weeks_setting(4) == {"referrals": 4, "contacts": 4}
+    assert rolling_weeks_setting({"referrals": 3}) == {"referrals": 3}
+
+
+def test_watched_series_windows_and_warm_up():
+    import pandas as pd
+
+    from ewi.alerts.series import monitored_series
+
+    weeks = pd.date_range("2024-01-01", periods=8, freq="7D")
+    counts = pd.DataFrame([
+        {"area_code": "A", "week_start": w, "indicator": ind, "numerator": 1, "denominator": 100,
+         "is_share": ind == "invalid_absence", "note": None}
+        for ind in ("referrals", "invalid_absence") for w in weeks])
+    series = monitored_series(counts, {"referrals": 3})
+    referrals = series[series["indicator"] == "referrals"]["observed"].tolist()
+    absence = series[series["indicator"] == "invalid_absence"]["observed"].tolist()
+    assert np.isnan(referrals[:2]).all() and referrals[2:] == [3.0] * 6
+    assert np.isnan(absence[:3]).all() and absence[3:] == [1.0] * 5

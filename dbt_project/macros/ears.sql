@@ -18,3 +18,17 @@
          then greatest(stddev_samp({{ value }}) over {{ ears_window(lag, length) }},
                        {{ var('ears_min_sigma', 1.0) }}) end as {{ prefix }}_sigma
 {%- endmacro %}
+
+{#-
+  The dbt var alert_rolling_weeks as a mapping indicator -> weeks summed into the watched count
+  (indicators not listed: 1, the weekly count). One number is the older form, for referrals and
+  contacts. Python twin: ewi.alerts.series.rolling_weeks_setting.
+-#}
+{% macro alert_rolling_weeks() -%}
+    {%- set value = var('alert_rolling_weeks', {'referrals': 3, 'contacts': 4}) -%}
+    {%- if value is mapping -%}
+        {{ return(value) }}
+    {%- else -%}
+        {{ return({'referrals': value | int, 'contacts': value | int}) }}
+    {%- endif -%}
+{%- endmacro %}

@@ -25,7 +25,7 @@ import yaml
 
 from ewi import config
 from ewi.alerts.farrington import FarringtonControl, farrington_flexible
-from ewi.alerts.series import ROLLING_WEEKS, monitored_series
+from ewi.alerts.series import monitored_series, rolling_weeks_setting
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ RESULTS_TABLE = "alerts.farrington_results"
 COUNTS_TABLE = "intermediate.int_area_weekly_counts"
 #: Used when dbt_project.yml has no `farrington` var (kept equal to the block there).
 DEFAULTS = {
-    "b": 2, "w": 3, "alpha": 0.002, "no_periods": 10, "past_weeks_not_included": 26,
+    "b": 2, "w": 3, "alpha": 0.002,  # or indicator -> alpha ("default" for the rest) "no_periods": 10, "past_weeks_not_included": 26,
     "weights_threshold": 2.58, "threshold_method": "nbPlugin", "p_threshold_trend": 0.05,
     "limit54": [5, 4], "population_offset": True, "refresh_weeks": 26,
 }
@@ -51,8 +51,23 @@ def farrington_parameters(project_dir: Path | None = None) -> dict:
     return {**DEFAULTS, **(project_vars(project_dir).get("farrington") or {})}
 
 
-def _control(params: dict) -> FarringtonControl:
-    return FarringtonControl.from_dict(params)
+def alpha_for(params: dict, indicator: str | None = None) -> float:
+    """farrington.alpha is one number or a mapping indicator -> alpha with a "default" entry: false
+    alerts and detectable rises differ per indicator (docs/alerts.md)."""
+    alpha = params["alpha"]
+    if isinstance(alpha, dict):
+        return float(alpha.get(indicator, alpha.get("default", DEFAULTS["alpha"])))
+    return float(alpha)
+
+
+def farrington_control(params: dict, indicator: str | None = None) -> FarringtonControl:
+    """The Farrington control for one indicator's series (its own alpha applied)."""
+    return FarringtonControl.from_dict({**params, "alpha": alpha_for(params, indicator)})
+
+
+def rolling_weeks(project_dir: Path | None = None) -> dict[str, int]:
+    """alert_rolling_weeks from dbt_project.yml as indicator -> weeks summed."""
+    return rolling_weeks_setting(project_vars(project_dir).get("alert_rolling_weeks"))
 
 
 def _fingerprint(params: dict) -> str:
@@ -60,13 +75,12 @@ def _fingerprint(params: dict) -> str:
 
 
 def compute(counts: pd.DataFrame, params: dict, weeks: set[date] | None = None,
-            rolling_weeks: int | None = None) -> pd.DataFrame:
+            rolling: dict[str, int] | None = None) -> pd.DataFrame:
     """Farrington results for every area x indicator series in `counts` (only for `weeks` if given)."""
-    control = _control(params)
-    rolling = None if rolling_weeks is None else dict.fromkeys(ROLLING_WEEKS, rolling_weeks)
     series = monitored_series(counts, rolling)
     rows = []
     for (area_code, indicator), group in series.groupby(["area_code", "indicator"], sort=True):
+        control = farrington_control(params, indicator)
         week_starts = list(group["week_start"])
         wanted = [i for i, d in enumerate(week_starts) if weeks is None or d in weeks]
         if not wanted:
@@ -88,8 +102,8 @@ def run_farrington(conn: psycopg.Connection, full: bool = False, project_dir: Pa
     """Compute Farrington-flexible for the weeks that need it and upsert them into
     alerts.farrington_results; returns the number of rows written. Deterministic for given input."""
     params = farrington_parameters(project_dir)
-    rolling_weeks = int(project_vars(project_dir).get("alert_rolling_weeks", 4))
-    sha = _fingerprint({**params, "alert_rolling_weeks": rolling_weeks})
+    rolling = rolling_weeks(project_dir)
+    sha = _fingerprint({**params, "alert_rolling_weeks": rolling})
     counts = pd.DataFrame(
         conn.execute(
             f"select area_code, week_start, indicator, numerator, denominator, is_share, note from {COUNTS_TABLE}"  # noqa: S608
@@ -110,7 +124,7 @@ def run_farrington(conn: psycopg.Connection, full: bool = False, project_dir: Pa
         done = set()
     refresh = set(all_weeks[-int(params["refresh_weeks"]):])
     weeks = {d for d in all_weeks if d not in done or d in refresh}
-    results = compute(counts, params, weeks, rolling_weeks)
+    results = compute(counts, params, weeks, rolling)
     if results.empty:
         return 0
     results["parameters_sha"] = sha
@@ -132,4 +146,4 @@ def run_farrington(conn: psycopg.Connection, full: bool = False, project_dir: Pa
 
 
 def parameters_summary(params: dict) -> dict:
-    return {"control": asdict(_control(params)), "refresh_weeks": params["refresh_weeks"]}
+    return {"control": asdict(farrington_control(params)), "refresh_weeks": params["refresh_weeks"]}

@@ -5,8 +5,9 @@ dbt_project/models/alerts/alert_series.sql; see docs/alerts.md for the reasons).
   scheduled minutes (the share's denominator) as the population offset. No data (NULL) where that
   denominator is 0 (holidays) or the week has no school data, and in the first 3 weeks of the data
   (the trailing 4-week flag is not yet complete).
-- referrals, contacts: the 4-week rolling count (weeks t-3..t) of youths with an event in the week;
-  single weeks hold 0-3 youths per area, too few for any test. NULL in the first 3 weeks.
+- referrals, contacts: a rolling count (weeks t-n+1..t; n per indicator, dbt var
+  alert_rolling_weeks: 3 for referrals, 4 for contacts) of youths with an event in the week; single
+  weeks hold 0-3 youths per area, too few for any test. NULL in the first n-1 weeks.
 - multi_signal: the weekly count as published (already a trailing 12-week flag); NULL in the first
   11 weeks of the data.
 """
@@ -17,25 +18,36 @@ import numpy as np
 import pandas as pd
 
 INDICATORS = ("chronic_absence", "invalid_absence", "referrals", "contacts", "multi_signal")
-#: Weeks summed into the watched count (1 = the weekly count as it is).
-ROLLING_WEEKS = {"referrals": 4, "contacts": 4}
-#: Weeks at the start of the data whose count is incomplete (the indicator's own trailing window).
-#: (For the rolling series: the rolling window minus one.)
+#: Weeks summed into the watched count (1 = the weekly count as it is); the default of the dbt var
+#: alert_rolling_weeks (docs/alerts.md: measured choices).
+ROLLING_WEEKS = {"referrals": 3, "contacts": 4}
+#: Weeks at the start of the data whose count is incomplete (the indicator's own trailing window);
+#: a rolling sum adds its window minus one.
 WARM_UP_WEEKS = {"chronic_absence": 3, "invalid_absence": 3, "multi_signal": 11}
 SERIES_LABEL = {
     "chronic_absence": ("elever med hög frånvaro (vecka)", "pupils with high absence (week)"),
     "invalid_absence": ("elever med ogiltig frånvaro (vecka)", "pupils with unexcused absence (week)"),
-    "referrals": ("unga med orosanmälan, 4 veckor", "youths with a referral, 4 weeks"),
-    "contacts": ("unga med polis-/fältkontakt, 4 veckor", "youths with a police/outreach contact, 4 weeks"),
+    "referrals": ("unga med orosanmälan", "youths with a referral"),
+    "contacts": ("unga med polis-/fältkontakt", "youths with a police/outreach contact"),
     "multi_signal": ("unga med flera signaler (12 v)", "youths with several signals (12 wk)"),
 }
+
+
+def rolling_weeks_setting(value) -> dict[str, int]:
+    """The dbt var alert_rolling_weeks as indicator -> weeks: a mapping (indicators left out: 1), or
+    one number for referrals and contacts (the older form)."""
+    if value is None:
+        return dict(ROLLING_WEEKS)
+    if isinstance(value, dict):
+        return {str(k): int(v) for k, v in value.items()}
+    return dict.fromkeys(ROLLING_WEEKS, int(value))
 
 
 def monitored_series(counts: pd.DataFrame, rolling_weeks: dict[str, int] | None = None) -> pd.DataFrame:
     """From area x week x indicator counts (columns area_code, week_start, indicator, numerator,
     denominator, is_share, note; a complete grid as intermediate.int_area_weekly_counts) to the
     watched series: area_code, indicator, week_start, observed (float, NaN = no data), population."""
-    rolling_weeks = {**ROLLING_WEEKS, **(rolling_weeks or {})}
+    rolling_weeks = ROLLING_WEEKS if rolling_weeks is None else rolling_weeks
     frame = counts.copy()
     frame["week_start"] = pd.to_datetime(frame["week_start"]).dt.date
     frame = frame.sort_values(["area_code", "indicator", "week_start"], kind="stable", ignore_index=True)
@@ -52,7 +64,7 @@ def monitored_series(counts: pd.DataFrame, rolling_weeks: dict[str, int] | None 
         if window > 1:
             values = values.groupby(group["area_code"]).transform(
                 lambda s, n=window: s.rolling(n, min_periods=n).sum())
-        warm_up = window - 1 if indicator in ROLLING_WEEKS else WARM_UP_WEEKS.get(indicator, 0)
+        warm_up = WARM_UP_WEEKS.get(indicator, 0) + window - 1
         values = values.mask(week_no.loc[group.index] < warm_up)
         parts.append(values)
     frame["observed"] = pd.concat(parts).sort_index()

@@ -36,7 +36,7 @@ class Scenario:
     k: tuple[float, ...] = (2.0, 3.0, 5.0)  # spread: outbreak size in baseline sds (drawn per series)
     size: tuple[float, ...] = (1.5, 2.0)  # sustained: multiplier (drawn per series)
     duration: tuple[int, int] = (6, 10)  # sustained: weeks (drawn per series, inclusive)
-    rolling_weeks: int = 1  # watched as trailing sums of this many weeks (referrals, contacts)
+    indicator: str | None = None  # watched and tested as this indicator is (its window and alpha)
 
 
 @dataclass

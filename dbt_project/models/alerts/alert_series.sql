@@ -5,9 +5,12 @@
 -- is what it is: docs/alerts.md.
 --   absence shares: weekly count of flagged pupils; NULL where nobody had scheduled minutes or the
 --                   week has no school data, and in the first 3 weeks (trailing window incomplete)
---   referrals, contacts: trailing sum over alert_rolling_weeks weeks (single weeks hold 0-3 youths)
+--   referrals, contacts: trailing sum over alert_rolling_weeks[indicator] weeks (single weeks hold
+--                   0-3 youths); NULL until the window is complete
 --   multi_signal: weekly count (already a trailing 12-week flag); NULL in the first 11 weeks
-{%- set rolling = var('alert_rolling_weeks', 4) %}
+{%- set rolling = alert_rolling_weeks() %}
+{%- set sizes = rolling.values() | select('gt', 1) | unique | sort | list %}
+{%- set warm_up = {'chronic_absence': 3, 'invalid_absence': 3, 'multi_signal': 11} %}
 with counts as (
     select
         area_code,
@@ -25,20 +28,24 @@ watched as (
     select
         *,
         case
-            when indicator in ('referrals', 'contacts') then
-                case when count(weekly_count) over rolling_window = {{ rolling }}
-                     then sum(weekly_count) over rolling_window end
+            {%- for indicator, n in rolling.items() if n > 1 %}
+            when indicator = '{{ indicator }}' then
+                case when count(weekly_count) over rolling_{{ n }} = {{ n }} then sum(weekly_count) over rolling_{{ n }} end
+            {%- endfor %}
             else weekly_count
         end as watched_count,
-        case
-            when indicator = 'multi_signal' then 11
-            when indicator in ('referrals', 'contacts') then {{ rolling - 1 }}
-            else 3
+        case indicator
+            {%- for indicator in ['chronic_absence', 'invalid_absence', 'referrals', 'contacts', 'multi_signal'] %}
+            when '{{ indicator }}' then {{ warm_up.get(indicator, 0) + rolling.get(indicator, 1) - 1 }}
+            {%- endfor %}
+            else 0
         end as warm_up_weeks
     from counts
-    window rolling_window as (
-        partition by area_code, indicator order by week_start rows between {{ rolling - 1 }} preceding and current row
+    {%- for n in sizes %}
+    {{ 'window' if loop.first else ',' }} rolling_{{ n }} as (
+        partition by area_code, indicator order by week_start rows between {{ n - 1 }} preceding and current row
     )
+    {%- endfor %}
 )
 
 select

@@ -12,6 +12,14 @@
 -- which together with expected and threshold would give it back; no week with such a count alerts.
 {%- set m = var('disclosure_min_count') %}
 {%- set min_count = [var('alert_min_count', 5), m] | max %}
+{%- set rolling = alert_rolling_weeks() %}
+{#- " (3 veckor)" / " (3 weeks)" after the label of a series watched as a rolling sum -#}
+{%- set weeks_sv, weeks_en = {}, {} %}
+{%- for indicator in ['referrals', 'contacts'] %}
+    {%- set n = rolling.get(indicator, 1) %}
+    {%- do weeks_sv.update({indicator: ' (' ~ n ~ ' veckor)' if n > 1 else ''}) %}
+    {%- do weeks_en.update({indicator: ' (' ~ n ~ ' weeks)' if n > 1 else ''}) %}
+{%- endfor %}
 with series as (
     select s.area_code, s.week_start, s.iso_week, s.indicator, a.area_name
     from {{ ref('alert_series') }} as s
@@ -42,8 +50,10 @@ labels (indicator, label_sv, label_en) as (
     values
         ('chronic_absence', 'Elever med hög frånvaro', 'Pupils with high absence'),
         ('invalid_absence', 'Elever med hög ogiltig frånvaro', 'Pupils with high unexcused absence'),
-        ('referrals', 'Unga med orosanmälan (4 veckor)', 'Youths with a report of concern (4 weeks)'),
-        ('contacts', 'Unga med polis-/fältkontakt (4 veckor)', 'Youths with a police/outreach contact (4 weeks)'),
+        ('referrals', 'Unga med orosanmälan{{ weeks_sv['referrals'] }}',
+         'Youths with a report of concern{{ weeks_en['referrals'] }}'),
+        ('contacts', 'Unga med polis-/fältkontakt{{ weeks_sv['contacts'] }}',
+         'Youths with a police/outreach contact{{ weeks_en['contacts'] }}'),
         ('multi_signal', 'Unga med flera signaler (12 veckor)', 'Youths with several signals (12 weeks)')
 ),
 
