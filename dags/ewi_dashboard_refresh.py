@@ -24,7 +24,7 @@ from ewi import orchestration as orch
     doc_md=__doc__,
 )
 def ewi_dashboard_refresh():
-    @task
+    @task(inlets=orch.lineage_tables(*orch.PUBLISHED_TABLES))
     def refresh() -> str:
         return orch.refresh_dashboard()
 

@@ -1,10 +1,14 @@
 """ewi_ingest: write-audit-publish delivered extract files.
 
-A run takes `paths` (a list of files) or `landing` (a folder: every *.csv in it) from its conf;
-with neither it ingests the configured landing folder ($EWI_LANDING_DIR or $EWI_HOME/landing).
+Scheduled on the `landing` asset: its watcher (ewi.triggers.LandingFolderTrigger, in the
+triggerer) emits one event per delivery in the landing folder ($EWI_LANDING_DIR or
+$EWI_HOME/landing) that is ready (ewi.landing), so a delivery starts ingestion by itself. A run
+takes the files named in its triggering events plus every other ready delivery in the folder, and
+moves each ingested file to processed/<status>/. Started by hand, a run takes `paths` (a list of
+files) or `landing` (a folder: every *.csv in it, left in place) from its conf.
 Files already ingested come back as duplicates and change nothing, so re-running is safe.
 
-prepare_warehouse -> plan -> ingest_chunk (mapped) -> announce_<source> (one per source), summary;
+plan (prepares the warehouse) -> ingest_chunk (mapped) -> announce_<source> (one per source), summary;
 watcher fails the run when any task failed.
 
 Deliveries of one source and period stay together in one chunk, in delivery order, because a
@@ -25,7 +29,7 @@ from ewi import orchestration as orch
 
 @dag(
     dag_id="ewi_ingest",
-    schedule=None,
+    schedule=[orch.LANDING_ASSET],
     start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
@@ -43,29 +47,37 @@ from ewi import orchestration as orch
     doc_md=__doc__,
 )
 def ewi_ingest():
-    @task
-    def prepare_warehouse() -> list[str]:
+    @task(inlets=orch.lineage_landing())
+    def plan(params=None, triggering_asset_events=None) -> list[list[str]]:
         from ewi import setup
 
-        return setup.init_warehouse()
-
-    @task
-    def plan(params=None) -> list[list[str]]:
-        files = orch.delivered_files(params.get("paths"), params.get("landing"))
-        chunks = orch.plan_chunks(files, int(params.get("chunk_size") or orch.DEFAULT_CHUNK_SIZE))
-        print(f"{len(files)} files in {len(chunks)} chunks")
+        # Migrations and the area register first (idempotent, ~2 s): one task start fewer than a
+        # task of its own, which is latency from landing to dashboard.
+        setup.init_warehouse()
+        payloads = [
+            (event.extra or {}).get("payload") or {}
+            for events in (triggering_asset_events or {}).values()
+            for event in events
+        ]
+        files, how = orch.files_to_ingest(params.get("paths"), params.get("landing"), payloads)
+        by_hand = bool(params.get("paths") or params.get("landing"))
+        chunks = orch.plan_chunks(files, int(params.get("chunk_size") or orch.DEFAULT_CHUNK_SIZE),
+                                  mix_sources=not by_hand)
+        print(f"{len(files)} files in {len(chunks)} chunks ({how})")
         return chunks
 
     # Chunks of one source may run side by side under LocalExecutor; keeping one at a time keeps
     # the order of deliveries across periods too, and two cores gain little from more.
-    @task(max_active_tis_per_dagrun=1, map_index_template="{{ chunk_label }}")
+    @task(max_active_tis_per_dagrun=1, map_index_template="{{ chunk_label }}",
+          inlets=orch.lineage_landing(), outlets=orch.lineage_tables(*orch.RAW_TABLES, "audit.batches"))
     def ingest_chunk(paths: list[str]) -> list[dict]:
         get_current_context()["chunk_label"] = orch.chunk_label(paths)
         return orch.ingest_chunk(paths)
 
     def announce(source: str):
         # all_done: a chunk that failed must not hide the batches other chunks published.
-        @task(task_id=f"announce_{source}", outlets=[orch.SOURCE_ASSETS[source]], trigger_rule="all_done")
+        @task(task_id=f"announce_{source}", outlets=[orch.SOURCE_ASSETS[source]], trigger_rule="all_done",
+              inlets=orch.lineage_tables("audit.batches"))
         def _announce(chunks: list[list[str]], *, outlet_events=None, dag_run=None):
             from airflow.sdk.exceptions import AirflowSkipException
 
@@ -97,13 +109,11 @@ def ewi_ingest():
         raise AirflowFailException("an upstream task failed; see audit.pipeline_events")
 
     planned = plan()
-    prepared = prepare_warehouse()
-    prepared >> planned
     results = ingest_chunk.expand(paths=planned)
     announced = [announce(source)(planned) for source in orch.SOURCE_NAMES]
     results >> announced
     summarised = summary(results)
-    [prepared, planned, results, *announced, summarised] >> watcher()
+    [planned, results, *announced, summarised] >> watcher()
 
 
 ewi_ingest()

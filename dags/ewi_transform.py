@@ -6,6 +6,11 @@ a burst of deliveries (a whole week's extracts, or a backlog of 300 files) leads
 one per batch; events arriving while a build runs queue up and trigger one more build afterwards
 (max_active_runs=1).
 
+Debounce: `build` first waits until the landing folder is empty, no batch is being ingested and
+none was decided in the last EWI_TRANSFORM_QUIET_SECONDS (default 5, at most
+EWI_TRANSFORM_MAX_WAIT_SECONDS), so deliveries that land together end in one build; a run whose
+batches an earlier build already covered skips its build.
+
 build -> publish. `publish` carries the `published` asset as outlet; it fails when the build's
 tests failed (nothing was swapped into `published`, and the failure is recorded in
 audit.pipeline_events) and is skipped when the build passed without swapping anything in. Either
@@ -34,8 +39,14 @@ from ewi import orchestration as orch
     doc_md=__doc__,
 )
 def ewi_transform():
-    @task
+    @task(inlets=orch.lineage_tables(*orch.RAW_TABLES, "ref.areas"),
+          outlets=orch.lineage_tables(*orch.PUBLISHED_TABLES, "audit.dbt_runs"))
     def build() -> dict:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        orch.wait_for_quiet()
+        if orch.nothing_new_since_last_build():
+            raise AirflowSkipException("no batch published since the last build: nothing to rebuild")
         return orch.build_marts()
 
     @task(outlets=[orch.PUBLISHED_ASSET])

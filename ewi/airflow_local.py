@@ -11,7 +11,16 @@ passed as AIRFLOW__* environment variables, so `ewi airflow env` shows the whole
   ran (quarantined or rejected deliveries included: that is the gate working), 1 a DAG run
   failed, 3 the transform's tests failed and nothing was published.
 - `up` starts the scheduler, DAG processor, triggerer and API server in the background (pid files
-  and logs under $EWI_HOME/airflow); the DAGs then run on their own as files are ingested.
+  and logs under $EWI_HOME/airflow), and a Celery worker with EWI_AIRFLOW_EXECUTOR=CeleryExecutor.
+  The triggerer runs the landing folder's watcher: a delivery dropped into the landing folder is
+  ingested, transformed and shown without anyone triggering anything (docs/orchestration.md).
+
+Settings beyond EWI_HOME: EWI_AIRFLOW_PORT (8080), EWI_AIRFLOW_DB_DSN (a libpq DSN for the
+metadata database instead of `airflow` on the warehouse server), EWI_AIRFLOW_EXECUTOR
+(LocalExecutor | CeleryExecutor), EWI_AIRFLOW_CELERY_BROKER (redis://127.0.0.1:6379/0),
+EWI_AIRFLOW_CELERY_QUEUE (ewi), OPENLINEAGE_URL (send lineage over HTTP instead of to
+$EWI_HOME/lineage/events.jsonl), and the EWI_LANDING_* / EWI_TRANSFORM_* / EWI_NOTIFY* settings,
+which are passed through to every Airflow process.
 """
 
 from __future__ import annotations
@@ -54,13 +63,46 @@ def _port() -> int:
 #: The long-running components `up` starts, in start order. A watcher for the landing folder
 #: (AssetWatcher) runs inside the triggerer, so event-driven ingestion needs no extra service.
 def services() -> tuple[Service, ...]:
-    return (
+    base = (
         Service("scheduler", ("scheduler",)),
         Service("dag-processor", ("dag-processor",)),
         Service("triggerer", ("triggerer",)),
         # Localhost only: the UI shows pseudonymous batch metadata and logs.
         Service("api-server", ("api-server", "--host", "127.0.0.1", "--port", str(_port()))),
     )
+    if executor() == "CeleryExecutor":
+        # Two cores: two task processes at a time.
+        worker = Service("celery-worker", ("celery", "worker", "--concurrency", "2", "--queues", _celery_queue()))
+        base = (*base, worker)
+    return base
+
+
+def executor() -> str:
+    return os.environ.get("EWI_AIRFLOW_EXECUTOR") or "LocalExecutor"
+
+
+def _celery_queue() -> str:
+    return os.environ.get("EWI_AIRFLOW_CELERY_QUEUE") or "ewi"
+
+
+def lineage_file() -> Path:
+    """Where the OpenLineage events go unless OPENLINEAGE_URL is set: one JSON event per line."""
+    return config.ewi_home() / "lineage" / "events.jsonl"
+
+
+def lineage_transport() -> dict:
+    url = os.environ.get("OPENLINEAGE_URL")
+    if url:
+        return {"type": "http", "url": url, "endpoint": os.environ.get("OPENLINEAGE_ENDPOINT", "api/v1/lineage")}
+    lineage_file().parent.mkdir(parents=True, exist_ok=True)
+    return {"type": "file", "log_file_path": str(lineage_file()), "append": True}
+
+
+def metadata_dsn() -> str:
+    """libpq DSN of Airflow's metadata database."""
+    from ewi import warehouse
+
+    return os.environ.get("EWI_AIRFLOW_DB_DSN") or warehouse.dsn("airflow")
 
 
 def progress(msg: str) -> None:
@@ -108,13 +150,13 @@ def airflow_env() -> dict[str, str]:
     home = airflow_home()
     keys = _secrets()
     port = _port()
-    sync_url = warehouse.sqlalchemy_url(warehouse.dsn("airflow"))
+    sync_url = warehouse.sqlalchemy_url(metadata_dsn())
     env = {
         "EWI_HOME": str(config.ewi_home()),
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(config.DAGS_DIR),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__EXECUTOR": executor(),
         # Two cores: more worker processes than this only queue up on the CPU.
         "AIRFLOW__CORE__PARALLELISM": "4",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
@@ -135,11 +177,28 @@ def airflow_env() -> dict[str, str]:
         "AIRFLOW__API_AUTH__JWT_SECRET": keys["jwt_secret"],
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
-        "AIRFLOW__OPENLINEAGE__DISABLED": "True",
+        # Lineage of every task (inlets/outlets declared in the DAGs) as OpenLineage events.
+        "AIRFLOW__OPENLINEAGE__DISABLED": "False",
+        "AIRFLOW__OPENLINEAGE__NAMESPACE": os.environ.get("OPENLINEAGE_NAMESPACE") or "ewi",
+        "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(lineage_transport()),
+        # The source code of our tasks is in the repository; events need not carry it.
+        "AIRFLOW__OPENLINEAGE__DISABLE_SOURCE_CODE": "True",
     }
-    for name in ("EWI_LANDING_DIR", "EWI_WAREHOUSE_DSN", "EWI_WAREHOUSE_DB", "XDG_RUNTIME_DIR"):
+    if executor() == "CeleryExecutor":
+        env.update({
+            "AIRFLOW__CELERY__BROKER_URL": os.environ.get("EWI_AIRFLOW_CELERY_BROKER") or "redis://127.0.0.1:6379/0",
+            "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + sync_url.replace("+psycopg2://", "://", 1),
+            "AIRFLOW__OPERATORS__DEFAULT_QUEUE": _celery_queue(),
+            "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
+        })
+    for name in ("EWI_LANDING_DIR", "EWI_WAREHOUSE_DSN", "EWI_WAREHOUSE_DB", "XDG_RUNTIME_DIR",
+                 "EWI_LINEAGE_NAMESPACE"):
         if os.environ.get(name):
             env[name] = os.environ[name]
+    # Settings the DAGs, the watcher and the callbacks read in Airflow's processes.
+    for name, value in os.environ.items():
+        if name.startswith(("EWI_LANDING_", "EWI_TRANSFORM_", "EWI_NOTIFY", "EWI_NOTIFIER")):
+            env[name] = value
     return env
 
 
@@ -172,9 +231,7 @@ def _airflow_version() -> str:
 def _db_has_schema() -> bool:
     import psycopg
 
-    from ewi import warehouse
-
-    with psycopg.connect(warehouse.dsn("airflow")) as conn:
+    with psycopg.connect(metadata_dsn()) as conn:
         return conn.execute("select to_regclass('public.alembic_version') is not null").fetchone()[0]
 
 
@@ -219,9 +276,7 @@ def _batch_summary(file_names: list[str]) -> dict[str, int]:
 def _asset_events_since(uri: str, since: float) -> int:
     import psycopg
 
-    from ewi import warehouse
-
-    with psycopg.connect(warehouse.dsn("airflow")) as conn:
+    with psycopg.connect(metadata_dsn()) as conn:
         return conn.execute(
             """select count(*) from asset_event e join asset a on a.id = e.asset_id
                where a.uri = %s and e.timestamp >= to_timestamp(%s)""",
@@ -335,6 +390,7 @@ def up(timeout: float = 180) -> int:
     ensure_db_migrated(env)
     logs = airflow_home() / "logs"
     logs.mkdir(exist_ok=True)
+    started: dict[str, subprocess.Popen] = {}
     for service in services():
         if _running_pid(service):
             progress(f"{service.name} already running")
@@ -345,6 +401,7 @@ def up(timeout: float = 180) -> int:
                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             )
         (_run_dir() / f"{service.name}.pid").write_text(str(proc.pid))
+        started[service.name] = proc
         progress(f"{service.name} started (pid {proc.pid}, log {logs / (service.name + '.log')})")
     base = env["AIRFLOW__API__BASE_URL"]
     deadline = time.monotonic() + timeout
@@ -353,7 +410,10 @@ def up(timeout: float = 180) -> int:
             password = json.loads(_passwords_file().read_text(encoding="utf-8"))[ADMIN_USER]
             progress(f"UI: {base}  (user {ADMIN_USER}, password {password})")
             return EXIT_OK
-        dead = [s.name for s in services() if not _running_pid(s)]
+        # Our own children by their exit status: reading /proc/<pid>/cmdline races with the
+        # api-server retitling itself (setproctitle) while it starts.
+        dead = [s.name for s in services()
+                if (started[s.name].poll() is not None if s.name in started else not _running_pid(s))]
         if dead:
             progress(f"stopped during start-up: {', '.join(dead)}; see {logs}")
             return EXIT_FAILED

@@ -42,3 +42,40 @@ def test_env_command_prints_shell_exports(warehouse_ready, capsys):
 def test_down_with_nothing_running(warehouse_ready, capsys):
     assert airflow_local.down() == 0
     assert "nothing running" in capsys.readouterr().out
+
+
+def test_lineage_goes_to_a_jsonl_file_unless_an_url_is_set(warehouse_ready, monkeypatch):
+    import json
+
+    monkeypatch.delenv("OPENLINEAGE_URL", raising=False)
+    env = airflow_local.airflow_env()
+    assert env["AIRFLOW__OPENLINEAGE__DISABLED"] == "False"
+    transport = json.loads(env["AIRFLOW__OPENLINEAGE__TRANSPORT"])
+    assert transport == {"type": "file", "append": True,
+                         "log_file_path": str(config.ewi_home() / "lineage" / "events.jsonl")}
+    monkeypatch.setenv("OPENLINEAGE_URL", "http://127.0.0.1:5000")
+    transport = json.loads(airflow_local.airflow_env()["AIRFLOW__OPENLINEAGE__TRANSPORT"])
+    assert transport["type"] == "http" and transport["url"] == "http://127.0.0.1:5000"
+
+
+def test_celery_executor_adds_a_worker_on_its_own_queue(warehouse_ready, monkeypatch):
+    monkeypatch.setenv("EWI_AIRFLOW_EXECUTOR", "CeleryExecutor")
+    monkeypatch.setenv("EWI_AIRFLOW_CELERY_QUEUE", "ewi-q1")
+    env = airflow_local.airflow_env()
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert env["AIRFLOW__CELERY__BROKER_URL"] == "redis://127.0.0.1:6379/0"
+    assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql://")
+    assert env["AIRFLOW__OPERATORS__DEFAULT_QUEUE"] == "ewi-q1"
+    names = [s.name for s in airflow_local.services()]
+    assert names[-1] == "celery-worker" and "triggerer" in names
+
+
+def test_watcher_and_notifier_settings_reach_airflow(warehouse_ready, monkeypatch):
+    monkeypatch.setenv("EWI_LANDING_SETTLE_SECONDS", "3")
+    monkeypatch.setenv("EWI_NOTIFIER", "webhook")
+    monkeypatch.setenv("EWI_NOTIFY_WEBHOOK_URL", "http://127.0.0.1:1/x")
+    monkeypatch.setenv("EWI_AIRFLOW_DB_DSN", "postgresql://postgres@127.0.0.1:5432/elsewhere")
+    env = airflow_local.airflow_env()
+    assert env["EWI_LANDING_SETTLE_SECONDS"] == "3"
+    assert env["EWI_NOTIFIER"] == "webhook" and env["EWI_NOTIFY_WEBHOOK_URL"] == "http://127.0.0.1:1/x"
+    assert "/elsewhere" in env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]

@@ -53,9 +53,17 @@ def test_dag_folder_has_no_import_errors(dagbag):
     assert set(dagbag.dag_ids) == EXPECTED_DAGS
 
 
-def test_ingest_is_triggered_by_hand_or_conf(dagbag):
+def test_ingest_runs_on_the_landing_watcher_or_by_hand(dagbag):
+    from ewi.triggers import LandingFolderTrigger
+
     dag = dagbag.dags["ewi_ingest"]
-    assert type(dag.timetable).__name__ == "NullTimetable"
+    condition = dag.timetable.asset_condition
+    assert _uris(condition) == {orchestration.LANDING_ASSET_URI}
+    (watcher,) = orchestration.LANDING_ASSET.watchers
+    assert isinstance(watcher.trigger, LandingFolderTrigger)
+    classpath, kwargs = watcher.trigger.serialize()
+    assert classpath == "ewi.triggers.LandingFolderTrigger"
+    assert kwargs["directory"] == str(config.landing_dir())
     assert {"paths", "landing", "chunk_size"} <= set(dag.params.keys())
 
 
@@ -73,11 +81,13 @@ def test_dashboard_refresh_runs_on_published_marts(dagbag):
 
 
 def test_only_the_announcing_tasks_update_assets(dagbag):
+    from airflow.sdk import Asset
+
     outlets = {
-        (dag_id, task.task_id): {a.uri for a in task.outlets}
+        (dag_id, task.task_id): {a.uri for a in task.outlets if isinstance(a, Asset)}
         for dag_id, dag in dagbag.dags.items()
         for task in dag.tasks
-        if task.outlets
+        if any(isinstance(a, Asset) for a in task.outlets)
     }
     expected = {("ewi_ingest", f"announce_{s}"): {uri} for s, uri in orchestration.SOURCE_ASSET_URIS.items()}
     expected[("ewi_transform", "publish")] = {orchestration.PUBLISHED_ASSET_URI}
@@ -163,9 +173,23 @@ def test_dag_file_imports_fast_and_light(dag_file, airflow_home, tmp_path):
 
 
 def test_file_name_pattern_matches_the_source_registry():
-    from ewi import sources
+    from ewi import landing, sources
 
     assert orchestration._FILE_NAME_RE.pattern == sources.FILE_NAME_RE.pattern
+    assert landing.DELIVERY_NAME_RE.pattern == sources.FILE_NAME_RE.pattern
+
+
+def test_tasks_declare_warehouse_tables_for_lineage(dagbag):
+    def names(objs):
+        return {f"{o.database}.{o.name}" for o in objs if hasattr(o, "cluster")}
+
+    ingest = dagbag.dags["ewi_ingest"].get_task("ingest_chunk")
+    assert {f"ewi.raw.{s}" for s in orchestration.SOURCE_NAMES} <= names(ingest.outlets)
+    build = dagbag.dags["ewi_transform"].get_task("build")
+    assert "ewi.raw.referrals" in names(build.inlets)
+    assert "ewi.published.area_weekly_indicators" in names(build.outlets)
+    refresh = dagbag.dags["ewi_dashboard_refresh"].get_task("refresh")
+    assert "ewi.published.area_alerts" in names(refresh.inlets)
 
 
 def _names(chunks):
@@ -197,7 +221,8 @@ def test_plan_never_splits_a_period_even_when_over_chunk_size(tmp_path):
     assert len(orchestration.plan_chunks(files, chunk_size=2)) == 1
 
 
-def test_delivered_files_prefers_paths_then_landing(tmp_path):
+def test_delivered_files_prefers_paths_then_landing(tmp_path, monkeypatch):
+    monkeypatch.setenv("EWI_LANDING_DIR", str(tmp_path / "watched"))
     (tmp_path / "b.csv").write_text("x")
     (tmp_path / "a.csv").write_text("x")
     (tmp_path / "notes.txt").write_text("x")
@@ -243,3 +268,14 @@ def test_dag_failure_callback_records_the_run(db):
         "select dag_id, task_id, event, detail from audit.pipeline_events where run_id = 'run-2'"
     ).fetchone()
     assert row == ("ewi_transform", None, "dag_run_failed", "task_failure")
+
+
+def test_watcher_runs_pack_sources_into_one_chunk_keeping_delivery_order(tmp_path):
+    names = ["referrals_2026-W01_20260110T0900.csv", "referrals_2026-W01_20260105T0600.csv",
+             "contacts_2026-W01_20260105T0601.csv", "school_absence_2026-W01_20260105T0612.csv"]
+    chunks = orchestration.plan_chunks([tmp_path / n for n in names], chunk_size=26, mix_sources=True)
+    assert _names(chunks) == [["contacts_2026-W01_20260105T0601.csv", "referrals_2026-W01_20260105T0600.csv",
+                               "referrals_2026-W01_20260110T0900.csv", "school_absence_2026-W01_20260105T0612.csv"]]
+    assert orchestration.chunk_label(chunks[0]) == "3 sources 2026-W01 (4 files)"
+    small = orchestration.plan_chunks([tmp_path / n for n in names], chunk_size=2, mix_sources=True)
+    assert _names(small)[1] == ["referrals_2026-W01_20260105T0600.csv", "referrals_2026-W01_20260110T0900.csv"]
