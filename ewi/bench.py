@@ -97,7 +97,13 @@ def bench_dashboard() -> dict:
     return run()
 
 
-BENCHMARKS = {"ingest": bench_ingest, "dbt": bench_dbt, "dashboard": bench_dashboard}
+def bench_latency() -> dict:
+    from ewi.bench_latency import bench_latency as run
+
+    return run()
+
+
+BENCHMARKS = {"ingest": bench_ingest, "dbt": bench_dbt, "dashboard": bench_dashboard, "latency": bench_latency}
 
 
 def main(argv: list[str] | None = None) -> int:
