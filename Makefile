@@ -59,6 +59,10 @@ demo: install
 	@echo "==> [demo] serving the dashboard"
 	$(BIN)/ewi dashboard --demo-users --port $(DEMO_PORT)
 
+# A real local Airflow (api-server, scheduler, dag-processor, triggerer) watching the landing folder
+airflow: install
+	$(BIN)/ewi airflow up
+
 bench: install
 	$(BIN)/python -m ewi.bench
 
