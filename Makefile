@@ -56,6 +56,8 @@ demo: install
 	$(BIN)/ewi synth --out $(DEMO_DATA) --weeks 104 --seed 7
 	@echo "==> [demo] running the pipeline through Airflow (ingest DAG, then transform DAG)"
 	$(BIN)/ewi airflow demo-run --landing $(DEMO_DATA)
+	@echo "==> [demo] starting a local Airflow that ingests whatever lands in $(EWI_HOME)/landing (ewi airflow down stops it)"
+	-$(BIN)/ewi airflow up
 	@echo "==> [demo] serving the dashboard"
 	$(BIN)/ewi dashboard --demo-users --port $(DEMO_PORT)
 
@@ -71,6 +73,7 @@ eval: install
 	$(BIN)/python -m ewi.alerts.evaluate
 
 stop:
+	-$(BIN)/ewi airflow down
 	-$(BIN)/ewi warehouse stop
 
 clean: stop
