@@ -13,6 +13,7 @@ retries neither lose nor double rows.
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -253,8 +254,6 @@ def _write_pending(conn, inspection: Inspection, batch_id: str) -> int:
 
 def _copy_error_line(exc: psycopg.Error) -> int | None:
     context = (exc.diag.context or "") if exc.diag else ""
-    import re
-
     m = re.search(r"line (\d+)", context)
     return int(m.group(1)) if m else None
 
