@@ -11,10 +11,8 @@ from ewi.ingest import (
     IngestResult,
     _create_pending_partition,
     _delete_pending,
-    _publish,
-    _quarantine,
-    _record_checks,
-    gate,
+    audit_and_decide,
+    later_delivery_published,
 )
 from ewi.sources import SOURCES, parse_file_name
 
@@ -41,43 +39,29 @@ def release(batch_id: str, reason: str) -> IngestResult:
         source = SOURCES[row[0]]
         delivery = parse_file_name(row[2])
         result = IngestResult(file=row[2], source=source.name, period=row[1], batch_id=batch_id)
-        newer = conn.execute(
-            "select 1 from audit.batches where source = %s and period = %s and status = 'published' "
-            "and delivered_at > %s", (source.name, row[1], row[4])).fetchone()
-        if newer:
+        if later_delivery_published(conn, source.name, row[1], row[4]):
             result.status, result.reason = "quarantined", "stale: a later delivery for this period is published"
             return result
         cols = sql.SQL(", ").join(sql.Identifier(c) for c in ("batch_id", *source.column_names))
         with conn.transaction():
             _delete_pending(conn, source, batch_id)
             part = _create_pending_partition(conn, source, batch_id)
-            conn.execute(
+            rows = conn.execute(
                 sql.SQL("insert into {p} ({c}) select {c} from {q} where batch_id = %s").format(
                     p=part, q=sql.Identifier("quarantine", source.name), c=cols),
                 (batch_id,),
-            )
+            ).rowcount
             conn.execute(sql.SQL("delete from {} where batch_id = %s").format(
                 sql.Identifier("quarantine", source.name)), (batch_id,))
             conn.execute(
                 "update audit.batches set status = 'pending', reason = %s where batch_id = %s",
                 (f"release requested: {reason}"[:500], batch_id),
             )
-        params = gate.parameters(conn, delivery)
-        conn.commit()
-        outcome = gate.validate(batch_id, delivery, params)
-        _record_checks(conn, batch_id, outcome)
-        rows = conn.execute(sql.SQL("select count(*) from {} where batch_id = %s").format(
-            sql.Identifier("pending", source.name)), (batch_id,)).fetchone()[0]
         result.rows = rows
-        if outcome.success:
-            _publish(conn, source, row[1], batch_id, rows)
+        audit_and_decide(conn, delivery, batch_id, rows, result)
+        if result.status == "published":
+            result.reason = f"released from quarantine: {reason}"
             conn.execute("update audit.batches set reason = %s where batch_id = %s",
-                         (f"released from quarantine: {reason}"[:500], batch_id))
-            result.status, result.reason = "published", f"released from quarantine: {reason}"
-        else:
-            result.status, result.reason = "quarantined", outcome.reason()
-            result.failed_checks = [{"expectation": c.expectation_type, "column": c.column,
-                                     "observed": c.observed, "description": c.notes} for c in outcome.failed]
-            _quarantine(conn, source, batch_id, result.reason, result.failed_checks)
-        conn.commit()
+                         (result.reason[:500], batch_id))
+            conn.commit()
         return result

@@ -26,7 +26,7 @@ from psycopg.types.json import Jsonb
 from ewi import warehouse
 from ewi.ingest import gate
 from ewi.ingest.reading import Inspection, Rejection, fingerprint, inspect, safe_file_name
-from ewi.sources import Source, parse_file_name
+from ewi.sources import Delivery, Source, parse_file_name
 
 log = logging.getLogger(__name__)
 
@@ -104,28 +104,36 @@ def ingest_file(path: Path) -> IngestResult:
         except Rejection as rejection:
             return _record_rejection(conn, result, path, size, sha, batch_id, rejection, resume=True)
         result.rows = rows
-        params = gate.parameters(conn, inspection.delivery)
-        conn.commit()
         lap("write")
-        outcome = gate.validate(batch_id, inspection.delivery, params)
-        _record_checks(conn, batch_id, outcome)
-        lap("audit")
-        result.data_docs = outcome.data_docs_path
-        if outcome.success:
-            _publish(conn, inspection.delivery.source, inspection.delivery.period, batch_id, rows)
-            result.status = "published"
-        else:
-            result.status = "quarantined"
-            result.reason = outcome.reason()
-            result.failed_checks = [
-                {"expectation": c.expectation_type, "column": c.column, "observed": c.observed,
-                 "description": c.notes}
-                for c in outcome.failed
-            ]
-            _quarantine(conn, inspection.delivery.source, batch_id, result.reason, result.failed_checks)
-        conn.commit()
-        lap("publish" if result.status == "published" else "quarantine")
+        audit_and_decide(conn, inspection.delivery, batch_id, rows, result, lap)
     log.info("%s: %s (%s rows) %s", result.file, result.status, result.rows, result.timings)
+    return result
+
+
+def audit_and_decide(conn, delivery: Delivery, batch_id: str, rows: int, result: IngestResult,
+                     lap=lambda stage: None) -> IngestResult:
+    """The audit and the decision for a batch whose rows are pending: run the gate, record every
+    check, then publish or quarantine. Shared by a first ingest and a quarantine release."""
+    params = gate.parameters(conn, delivery)
+    conn.commit()
+    outcome = gate.validate(batch_id, delivery, params)
+    _record_checks(conn, batch_id, outcome)
+    lap("audit")
+    result.data_docs = outcome.data_docs_path
+    if outcome.success:
+        _publish(conn, delivery.source, delivery.period, batch_id, rows)
+        result.status = "published"
+    else:
+        result.status = "quarantined"
+        result.reason = outcome.reason()
+        result.failed_checks = [
+            {"expectation": c.expectation_type, "column": c.column, "observed": c.observed,
+             "description": c.notes}
+            for c in outcome.failed
+        ]
+        _quarantine(conn, delivery.source, batch_id, result.reason, result.failed_checks)
+    conn.commit()
+    lap("publish" if result.status == "published" else "quarantine")
     return result
 
 
@@ -177,14 +185,17 @@ def _record_rejection(conn, result, path, size, sha, batch_id, rejection: Reject
     return result
 
 
-def _check_not_stale(conn, inspection: Inspection) -> None:
-    d = inspection.delivery
-    newer = conn.execute(
+def later_delivery_published(conn, source: str, period: str, delivered) -> bool:
+    return conn.execute(
         "select 1 from audit.batches where source = %s and period = %s and status = 'published' "
         "and delivered_at > %s",
-        (d.source.name, d.period, d.delivered),
-    ).fetchone()
-    if newer:
+        (source, period, delivered),
+    ).fetchone() is not None
+
+
+def _check_not_stale(conn, inspection: Inspection) -> None:
+    d = inspection.delivery
+    if later_delivery_published(conn, d.source.name, d.period, d.delivered):
         raise Rejection("stale", "a later delivery for this source and period is already published")
 
 
