@@ -50,3 +50,17 @@
         else round((case when {{ is_share }} then 100.0 else 1000.0 end) * {{ numerator }} / {{ denominator }}, 2)
     end::numeric(8, 2)
 {%- endmacro %}
+
+
+{# The published count columns after with_suppression on numerator and denominator: suppressed
+   counts and the rates derived from them become NULL, and is_suppressed says so. One definition
+   for every mart that publishes counts. #}
+{% macro published_counts() -%}
+    (case when numerator_is_suppressed then null else numerator end)::integer as numerator,
+    (case when denominator_is_suppressed then null else denominator end)::integer as denominator,
+    {{ published_rate('numerator', 'denominator', 'numerator_is_suppressed or denominator_is_suppressed', 'is_share') }}
+        as rate,
+    (case when is_share then 'percent' else 'per_1000' end)::text as rate_unit,
+    (numerator_is_suppressed or denominator_is_suppressed)::boolean as is_suppressed,
+    note::text as note
+{%- endmacro %}

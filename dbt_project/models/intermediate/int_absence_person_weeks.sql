@@ -17,11 +17,7 @@
 ) }}
 
 with reprocess as (
-    {% if is_incremental() %}
-    select {{ reprocess_from(this, reprocess_weeks, reprocess_inputs) }} as from_week
-    {% else %}
-    select date '0001-01-01' as from_week
-    {% endif %}
+    {{ reprocess_start(reprocess_weeks, reprocess_inputs) }}
 ),
 
 weeks as (

@@ -29,11 +29,5 @@ select
     week_start::date as week_start,
     iso_week::text as iso_week,
     indicator::text as indicator,
-    (case when numerator_is_suppressed then null else numerator end)::integer as numerator,
-    (case when denominator_is_suppressed then null else denominator end)::integer as denominator,
-    {{ published_rate('numerator', 'denominator', 'numerator_is_suppressed or denominator_is_suppressed', 'is_share') }}
-        as rate,
-    (case when is_share then 'percent' else 'per_1000' end)::text as rate_unit,
-    (numerator_is_suppressed or denominator_is_suppressed)::boolean as is_suppressed,
-    note::text as note
+    {{ published_counts() }}
 from controlled
