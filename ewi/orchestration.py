@@ -275,13 +275,14 @@ def ingest_chunk(paths: list[str]) -> list[dict[str, Any]]:
     takes only the files it had not finished.
     """
     from ewi.ingest import ingest_file
+    from ewi.ingest.reading import safe_file_name
 
     folder = config.landing_dir()
     results = []
     for p in paths:
         path = Path(p)
         if not path.exists() and landing.in_folder(path, folder):  # moved by an earlier try
-            log.info("already ingested and moved: %s", path.name)
+            log.info("already ingested and moved: %s", safe_file_name(path.name))
             continue
         r = ingest_file(path)
         log.info("%s %s %s rows=%s", r.status, r.source, r.period, r.rows)
