@@ -6,20 +6,24 @@ JSON and the registry disagree. Values that depend on the delivery (its period, 
 allowed in it, the volume floor) are suite parameters, filled in at validation time.
 
 Every check runs as SQL in PostgreSQL against the pending batch ({batch} is GX's placeholder for
-it). Columns arrive as text, so types are checked with regular expressions and numeric rules cast
-only values that already look like integers.
+it), and is written for the cost of a million-row week: integer columns arrive typed by COPY (a
+file whose values do not parse arrives as text and fails the type check), set membership stands in
+for a format wherever the set is known, and regular expressions avoid bounded repetition.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
 from ewi import config
-from ewi.sources import INT_PATTERN, SOURCES, Source
+from ewi.sources import SOURCES, Source
 
-SUITE_VERSION = 1
+SUITE_VERSION = 2
+#: A SQL rule over the batch that passes when its query returns no row (ewi.ingest.gx_expectations).
+QUERY_RULE = "expect_query_to_return_no_rows"
 
 
 def suite_name(source: Source) -> str:
@@ -34,15 +38,59 @@ def _expectation(kind: str, notes: str, **kwargs) -> dict:
     return {"type": kind, "kwargs": kwargs, "meta": {"notes": notes}}
 
 
-def _int(column: str) -> str:
-    """The column as an integer where it looks like one, else NULL (never a cast error)."""
-    # GX formats the query with str.format: the regex's braces must be doubled.
-    pattern = INT_PATTERN.replace("{", "{{").replace("}", "}}")
-    return f"(case when {column} ~ '{pattern}' then {column}::bigint end)"
+#: Columns whose value set is fixed per delivery (its dates, the birth years of its age range, the
+#: area register): membership also proves the format, so no regular expression is run for them.
+SET_CHECKED = ("birth_year", "home_area_code")
+
+_BOUNDED_CLASS = re.compile(r"^\^(\[[^\]]+\])\{(\d+)(?:,(\d+))?\}\$$")
+
+
+def sql_pattern(pattern: str) -> tuple[str, int | None, int | None]:
+    """A registry pattern as PostgreSQL checks it fastest: `^[class]{m,n}$` becomes `^[class]+$` plus
+    a length rule. A bounded repetition costs PostgreSQL's regex engine about 15 times more than
+    `+` (4.9 s against 0.3 s for a million 64-character pseudonyms, measured here)."""
+    m = _BOUNDED_CLASS.match(pattern)
+    if not m:
+        return pattern, None, None
+    low = int(m[2])
+    high = int(m[3]) if m[3] else low
+    return f"^{m[1]}+$", low, high
 
 
 def _rows_query(where: str, source: Source) -> str:
     return f"SELECT batch_id FROM {{batch}} WHERE {where}"  # noqa: S608 (trusted registry text)
+
+
+def _column_expectations(source: Source, col) -> list[dict]:
+    exps = [_expectation("expect_column_values_to_not_be_null", f"{col.name} is required.", column=col.name)]
+    if col.load_type == "integer":
+        # Pending columns are typed by COPY; a file whose values do not parse is loaded as text
+        # and fails here, before any numeric rule is looked at.
+        exps.append(_expectation(
+            "expect_column_values_to_be_in_type_list", f"{col.name} is an integer.",
+            column=col.name, type_list=["INTEGER"]))
+    elif col.pattern and col.name not in SET_CHECKED and col.name != source.period_column:
+        regex, low, high = sql_pattern(col.pattern)
+        exps.append(_expectation(
+            "expect_column_values_to_match_regex", f"{col.name}: {col.description}", column=col.name, regex=regex))
+        if low is not None and low == high:
+            exps.append(_expectation(
+                "expect_column_value_lengths_to_equal", f"{col.name} is {low} characters long.",
+                column=col.name, value=low))
+        elif low is not None:
+            exps.append(_expectation(
+                "expect_column_value_lengths_to_be_between", f"{col.name} is {low}-{high} characters long.",
+                column=col.name, min_value=low, max_value=high))
+    if col.allowed_values:
+        exps.append(_expectation(
+            "expect_column_values_to_be_in_set", f"{col.name} takes only the contract's values.",
+            column=col.name, value_set=list(col.allowed_values)))
+    if col.minimum is not None or col.maximum is not None:
+        exps.append(_expectation(
+            "expect_column_values_to_be_between",
+            f"{col.name} between {col.minimum} and {col.maximum if col.maximum is not None else '∞'}.",
+            column=col.name, min_value=col.minimum, max_value=col.maximum))
+    return exps
 
 
 def build_suite(source: Source) -> dict:
@@ -61,29 +109,7 @@ def build_suite(source: Source) -> dict:
         ),
     ]
     for col in source.columns:
-        exps.append(_expectation(
-            "expect_column_values_to_not_be_null", f"{col.name} is required.", column=col.name))
-        if col.pattern:
-            exps.append(_expectation(
-                "expect_column_values_to_match_regex",
-                f"{col.name}: {col.description}", column=col.name, regex=col.pattern))
-        if col.allowed_values:
-            exps.append(_expectation(
-                "expect_column_values_to_be_in_set",
-                f"{col.name} takes only the contract's values.",
-                column=col.name, value_set=list(col.allowed_values)))
-        if col.minimum is not None or col.maximum is not None:
-            bounds = []
-            if col.minimum is not None:
-                bounds.append(f"{_int(col.name)} < {col.minimum}")
-            if col.maximum is not None:
-                bounds.append(f"{_int(col.name)} > {col.maximum}")
-            exps.append(_expectation(
-                "unexpected_rows_expectation",
-                f"{col.name} between {col.minimum} and {col.maximum if col.maximum is not None else '∞'}.",
-                unexpected_rows_query=_rows_query(" OR ".join(bounds), source),
-                description=f"{col.name} out of range",
-            ))
+        exps.extend(_column_expectations(source, col))
 
     exps.append(_expectation(
         "expect_column_values_to_be_in_set",
@@ -94,27 +120,28 @@ def build_suite(source: Source) -> dict:
         f"Age in the period year is {source.age_range[0]}–{source.age_range[1]}.",
         column="birth_year", value_set=_param("birth_years")))
     exps.append(_expectation(
-        "unexpected_rows_expectation",
+        "expect_column_values_to_be_in_set",
         "home_area_code exists in the area register (ref.areas).",
-        unexpected_rows_query=_rows_query(
-            "home_area_code IS NOT NULL AND home_area_code NOT IN (SELECT area_code FROM ref.areas)", source),
-        description="home_area_code not in the area register",
-    ))
+        column="home_area_code", value_set=_param("area_codes")))
 
     if len(source.key) == 1:
         exps.append(_expectation(
             "expect_column_values_to_be_unique", f"{source.key[0]} is unique in the delivery.",
             column=source.key[0]))
     else:
+        # GX's expect_compound_columns_to_be_unique joins every row back to its group count: 4 s at a
+        # million rows, against well under a second for listing the duplicated keys.
+        key = ", ".join(source.key)
         exps.append(_expectation(
-            "expect_compound_columns_to_be_unique", f"({', '.join(source.key)}) is unique in the delivery.",
-            column_list=list(source.key)))
+            QUERY_RULE, f"({key}) is unique in the delivery.",
+            unexpected_rows_query=f"SELECT {key} FROM {{batch}} GROUP BY {key} HAVING count(*) > 1",  # noqa: S608
+            description=f"duplicated ({key})"))
     if source.key_scope == "source":
         key = source.key[0]
         # A key already published for another period is a clash; one published for this same
         # period is about to be replaced by this delivery (a correction), so it is not.
         exps.append(_expectation(
-            "unexpected_rows_expectation",
+            QUERY_RULE,
             f"{key} is not already published by an earlier delivery for another period.",
             unexpected_rows_query=(
                 f"SELECT b.batch_id FROM {{batch}} b "  # noqa: S608
@@ -127,11 +154,10 @@ def build_suite(source: Source) -> dict:
         ))
     if source.name == "school_absence":
         exps.append(_expectation(
-            "unexpected_rows_expectation",
+            QUERY_RULE,
             "valid + invalid absence never exceeds scheduled minutes.",
             unexpected_rows_query=_rows_query(
-                f"{_int('valid_absence_minutes')} + {_int('invalid_absence_minutes')} > {_int('scheduled_minutes')}",
-                source),
+                "valid_absence_minutes + invalid_absence_minutes > scheduled_minutes", source),
             description="absence above scheduled minutes",
         ))
     return {
@@ -145,6 +171,7 @@ def build_suite(source: Source) -> dict:
                 "min_rows": "volume floor, from the source's recent published batches",
                 "period_values": "the values the period column may take for the delivery's ISO week",
                 "birth_years": "birth years whose age in the period year is inside the contract's range",
+                "area_codes": "the area codes of the area register (ref.areas) at validation time",
             },
         },
     }

@@ -4,14 +4,16 @@ now passes, and the engineer's reason is kept in the audit trail."""
 
 from __future__ import annotations
 
+import psycopg
 from psycopg import sql
 
 from ewi import warehouse
 from ewi.ingest import (
     IngestResult,
-    _create_pending_partition,
     _delete_pending,
+    _pending_table,
     audit_and_decide,
+    create_pending_table,
     later_delivery_published,
 )
 from ewi.sources import SOURCES, parse_file_name
@@ -25,6 +27,30 @@ def list_quarantined() -> list[dict]:
         )
         names = [d.name for d in cur.description]
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def _restore_pending(conn, source, batch_id: str) -> int:
+    """Put the quarantined rows back into a pending table, typed as a first delivery would be (as
+    text when a value does not parse, so the gate says so again)."""
+    names = ("batch_id", *source.column_names)
+    cols = sql.SQL(", ").join(sql.Identifier(c) for c in names)
+    typed = sql.SQL(", ").join(
+        sql.SQL("{}::{}").format(sql.Identifier(c.name), sql.SQL(c.load_type)) for c in source.columns)
+    for as_typed in (True, False):
+        try:
+            with conn.transaction():
+                _delete_pending(conn, source, batch_id)
+                create_pending_table(conn, source, batch_id, typed=as_typed)
+                return conn.execute(
+                    sql.SQL("insert into {p} ({c}) select batch_id, {v} from {q} where batch_id = %s").format(
+                        p=_pending_table(source, batch_id), q=sql.Identifier("quarantine", source.name), c=cols,
+                        v=typed if as_typed else sql.SQL(", ").join(sql.Identifier(c) for c in names[1:])),
+                    (batch_id,),
+                ).rowcount
+        except (psycopg.errors.InvalidTextRepresentation, psycopg.errors.NumericValueOutOfRange):
+            if not as_typed:
+                raise
+    raise AssertionError("unreachable")
 
 
 def release(batch_id: str, reason: str) -> IngestResult:
@@ -42,15 +68,8 @@ def release(batch_id: str, reason: str) -> IngestResult:
         if later_delivery_published(conn, source.name, row[1], row[4]):
             result.status, result.reason = "quarantined", "stale: a later delivery for this period is published"
             return result
-        cols = sql.SQL(", ").join(sql.Identifier(c) for c in ("batch_id", *source.column_names))
         with conn.transaction():
-            _delete_pending(conn, source, batch_id)
-            part = _create_pending_partition(conn, source, batch_id)
-            rows = conn.execute(
-                sql.SQL("insert into {p} ({c}) select {c} from {q} where batch_id = %s").format(
-                    p=part, q=sql.Identifier("quarantine", source.name), c=cols),
-                (batch_id,),
-            ).rowcount
+            rows = _restore_pending(conn, source, batch_id)
             conn.execute(sql.SQL("delete from {} where batch_id = %s").format(
                 sql.Identifier("quarantine", source.name)), (batch_id,))
             conn.execute(

@@ -56,8 +56,22 @@ def test_every_column_is_required_and_typed_in_its_suite():
                     if e["type"] == "expect_column_values_to_not_be_null"}
         assert not_null == set(source.column_names)
         typed = {e["kwargs"]["column"] for e in suite["expectations"]
-                 if e["type"] in ("expect_column_values_to_match_regex", "expect_column_values_to_be_in_set")}
+                 if e["type"] in ("expect_column_values_to_match_regex", "expect_column_values_to_be_in_set",
+                                  "expect_column_values_to_be_in_type_list")}
         assert typed == set(source.column_names)
+
+
+def test_suite_patterns_are_the_registry_patterns_in_cheap_form():
+    """A `^[class]{n}$` pattern is checked as `^[class]+$` plus a length rule: the same strings pass."""
+    for source in SOURCES.values():
+        for col in source.columns:
+            if not col.pattern:
+                continue
+            regex, low, high = expectations.sql_pattern(col.pattern)
+            for value in ("0" * 8, "a" * 64, "2081C1010", "A" * 64, "a" * 63, "", "12345678x", "x" * 41, "ab-_9"):
+                cheap = re.fullmatch(regex.strip("^$"), value) is not None and (
+                    low is None or low <= len(value) <= high)
+                assert cheap == (re.fullmatch(col.pattern.strip("^$"), value) is not None), (col.name, value)
 
 
 def test_migrated_tables_match_the_registry(db):

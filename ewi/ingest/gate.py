@@ -1,8 +1,8 @@
 """The audit step: run a source's Great Expectations suite against a pending batch, in PostgreSQL.
 
 GX is imported here only (it takes seconds to import), once per process. The validation runs on a
-query asset over the pending table restricted to the batch, with GX's SQL execution engine, so the
-batch is never pulled into pandas. Results are kept to counts and fractions: no cell value from
+table asset over the batch's own pending table, with GX's SQL execution engine, so the batch is
+never pulled into pandas. Results are kept to counts and fractions: no cell value from
 the delivery is stored, logged or rendered into Data Docs.
 """
 
@@ -27,6 +27,7 @@ RESULT_FORMAT = {
     "return_unexpected_index_query": False,
 }
 VOLUME_HISTORY = 8
+AUDIT_WORK_MEM = "256MB"
 
 _lock = threading.Lock()
 _contexts: dict[str, object] = {}
@@ -55,11 +56,15 @@ class GateResult:
 
     def reason(self) -> str:
         parts = []
-        for c in self.failed:
+        # A rule that could not be evaluated (a numeric rule on a column that did not parse) is a
+        # consequence; the failures that were measured come first.
+        for c in sorted(self.failed, key=lambda c: bool(c.observed.get("not_evaluated"))):
             what = c.notes or c.expectation_type
             count = f" ({c.unexpected_count} rows)" if c.unexpected_count else ""
             if c.expectation_type == "expect_table_row_count_to_be_between":
                 count = f" ({c.observed.get('observed_value')} rows, expected at least {c.observed.get('min_value')})"
+            if c.observed.get("not_evaluated"):
+                count = " (not evaluated)"
             parts.append(f"{what}{count}")
         return "checks failed: " + "; ".join(parts)
 
@@ -74,6 +79,8 @@ def _gx_context():
 
     import great_expectations as gx
     from great_expectations.datasource.fluent import GxDatasourceWarning
+
+    from ewi.ingest import gx_expectations  # noqa: F401 - registers EWI's expectation with GX
 
     # A generic SQL datasource is deliberate: the Postgres one refuses socket-only DSNs.
     warnings.filterwarnings("ignore", category=GxDatasourceWarning)
@@ -91,7 +98,7 @@ def _gx_context():
             "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
         },
     )
-    context.data_sources.add_sql(name="warehouse", connection_string=url)
+    context.data_sources.add_sql(name="warehouse", connection_string=_audit_url(url))
     for source_name in ("school_absence", "referrals", "contacts"):
         from ewi.sources import SOURCES
 
@@ -102,6 +109,15 @@ def _gx_context():
         context.suites.add(suite)
     _contexts[url] = context
     return context
+
+
+def _audit_url(url: str) -> str:
+    """The audit's connection: the uniqueness check groups a whole batch, which at a million rows
+    spills to disk with PostgreSQL's default 4 MB of work memory."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).update_query_dict({"options": f"-c work_mem={AUDIT_WORK_MEM}"}).render_as_string(
+        hide_password=False)
 
 
 def volume_floor(conn, source: Source) -> int:
@@ -127,6 +143,7 @@ def parameters(conn, delivery: Delivery) -> dict:
         "min_rows": volume_floor(conn, source),
         "period_values": period_values,
         "birth_years": [str(y) for y in range(low, high + 1)],
+        "area_codes": [r[0] for r in conn.execute("select area_code from ref.areas order by area_code").fetchall()],
     }
 
 
@@ -136,7 +153,9 @@ def _summarise(result: dict) -> dict:
     return summary
 
 
-def validate(batch_id: str, delivery: Delivery, params: dict) -> GateResult:
+def validate(batch_id: str, delivery: Delivery, params: dict, table: str) -> GateResult:
+    """Run the source's suite against pending.<table>, the batch's own pending table. A table asset
+    (not a query) lets GX read the column types from the catalogue for the type checks."""
     import great_expectations as gx
 
     with _lock:
@@ -144,10 +163,8 @@ def validate(batch_id: str, delivery: Delivery, params: dict) -> GateResult:
         source = delivery.source
         datasource = context.data_sources.get("warehouse")
         # Each batch gets its own asset so Data Docs pages carry the batch id.
-        batch_asset = datasource.add_query_asset(
-            name=f"{source.name}_{batch_id}",
-            query=f"SELECT * FROM {source.pending_table} WHERE batch_id = '{batch_id}'",  # noqa: S608
-        )
+        batch_asset = datasource.add_table_asset(name=f"{source.name}_{batch_id}", table_name=table,
+                                                 schema_name="pending")
         batch_def = batch_asset.add_batch_definition_whole_table("batch")
         suite = context.suites.get(expectations.suite_name(source))
         vdef = context.validation_definitions.add(
@@ -175,6 +192,12 @@ def validate(batch_id: str, delivery: Delivery, params: dict) -> GateResult:
             cfg = r.expectation_config
             kwargs = cfg.kwargs
             observed = _summarise(r.result or {})
+            if cfg.type == "expect_column_values_to_be_in_type_list":
+                observed["observed_value"] = str((r.result or {}).get("observed_value"))  # a type name
+            if _raised(r.exception_info):
+                # The database's message may quote a cell; only the fact leaves here. On a batch
+                # loaded as text (a value did not parse) the numeric rules cannot be evaluated.
+                observed["not_evaluated"] = True
             if cfg.type == "expect_table_row_count_to_be_between":
                 observed["min_value"] = params["min_rows"]
             checks.append(CheckResult(
@@ -183,12 +206,21 @@ def validate(batch_id: str, delivery: Delivery, params: dict) -> GateResult:
                 success=bool(r.success),
                 observed=observed,
                 unexpected_count=(r.result or {}).get("unexpected_count", (r.result or {}).get("observed_value")
-                                                      if cfg.type == "unexpected_rows_expectation" else None),
+                                                      if cfg.type == expectations.QUERY_RULE else None),
                 notes=(cfg.meta or {}).get("notes", ""),
             ))
         docs_path = _build_docs_page(context, identifier)
     return GateResult(success=bool(run.success), checks=checks,
                       validation_result_id=validation_id, data_docs_path=docs_path)
+
+
+def _raised(info) -> bool:
+    """GX reports an exception per expectation, or per metric in a nested mapping."""
+    if not isinstance(info, dict):
+        return False
+    if info.get("raised_exception"):
+        return True
+    return any(isinstance(v, dict) and v.get("raised_exception") for v in info.values())
 
 
 def _build_docs_page(context, identifier) -> str | None:

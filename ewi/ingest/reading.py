@@ -144,9 +144,10 @@ def check_manifest(inspection: Inspection) -> None:
         )
 
 
-def inspect(path: Path) -> Inspection:
-    """Everything that can be said about a file without loading it. Raises Rejection."""
-    size, sha = fingerprint(path)
+def inspect(path: Path, known: tuple[int, str] | None = None) -> Inspection:
+    """Everything that can be said about a file without loading it. Raises Rejection.
+    `known`: the (size, sha256) the caller already computed."""
+    size, sha = known or fingerprint(path)
     result = Inspection(path=path, file_name=safe_file_name(path.name), size=size, sha256=sha)
     result.delivery = parse_file_name(path.name)
     if result.delivery is None:
