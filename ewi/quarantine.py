@@ -15,6 +15,7 @@ from ewi.ingest import (
     audit_and_decide,
     create_pending_table,
     later_delivery_published,
+    quiet_server_log,
 )
 from ewi.sources import SOURCES, parse_file_name
 
@@ -39,6 +40,7 @@ def _restore_pending(conn, source, batch_id: str) -> int:
     for as_typed in (True, False):
         try:
             with conn.transaction():
+                quiet_server_log(conn)
                 _delete_pending(conn, source, batch_id)
                 create_pending_table(conn, source, batch_id, typed=as_typed)
                 return conn.execute(

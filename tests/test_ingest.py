@@ -323,11 +323,15 @@ def test_header_only(conn, tmp_path):
     assert_quarantined(conn, path, "Volume")
 
 
-def test_duplicate_rows(conn, tmp_path):
+def test_duplicate_rows(conn, tmp_path, ewi_home):
     period = new_period()
     rows = extracts.rows_for("school_absence", period)
     rows[5] = dict(rows[4])
     assert_quarantined(conn, extracts.write(tmp_path, "school_absence", period, rows=rows), "is unique")
+    # The failed key index would have logged the duplicated key, pseudonym included.
+    server_log = ewi_home / "warehouse" / "log"
+    if server_log.exists():
+        assert rows[4]["person_pseudonym"] not in server_log.read_text(errors="replace")
 
 
 def test_key_already_published_in_another_batch(conn, tmp_path):
@@ -392,12 +396,16 @@ def test_birth_year_out_of_range(conn, tmp_path):
     assert_quarantined(conn, extracts.write(tmp_path, "contacts", period, rows=rows), "Age in the period year")
 
 
-def test_not_an_integer(conn, tmp_path):
+def test_not_an_integer(conn, tmp_path, ewi_home):
     period = new_period()
     rows = extracts.rows_for("school_absence", period)
     rows[1]["scheduled_minutes"] = "15OO"
     result = assert_quarantined(conn, extracts.write(tmp_path, "school_absence", period, rows=rows),
                                 "checks failed: scheduled_minutes is an integer")
+    # The database server's log does not hold the value either (the embedded server logs to a file).
+    server_log = ewi_home / "warehouse" / "log"
+    if server_log.exists():
+        assert "15OO" not in server_log.read_text(errors="replace")
     # Only the column that does not parse fails its type check; the quarantine keeps the text.
     assert "birth_year is an integer" not in result.reason
     assert conn.execute("select count(*) from quarantine.school_absence where batch_id = %s and "

@@ -277,6 +277,7 @@ def _write_pending(conn, inspection: Inspection, batch_id: str) -> int:
     for typed in (True, False):
         try:
             with conn.transaction(), conn.cursor() as cur:
+                quiet_server_log(conn)
                 _delete_pending(conn, source, batch_id)
                 create_pending_table(conn, source, batch_id, typed=typed)
                 cur.execute("select set_config('ewi.batch_id', %s, true)", (batch_id,))
@@ -301,6 +302,19 @@ def _write_pending(conn, inspection: Inspection, batch_id: str) -> int:
             where = f" at line {line}" if line else ""
             raise Rejection("malformed", f"rows do not parse as the header's columns{where}") from None
     raise AssertionError("unreachable")
+
+
+def quiet_server_log(conn, session: bool = False) -> None:
+    """Keep this transaction's errors out of the database server's log. PostgreSQL logs a failed
+    COPY or cast with the offending value and line, and a failed unique index with the duplicated
+    key: pseudonymous data that must not end up in a log file. Setting it needs a superuser (the
+    embedded server's loader is one); elsewhere the server's own logging settings apply.
+    `session`: for the whole connection rather than the open transaction."""
+    try:
+        with conn.transaction():
+            conn.execute(f"set {'' if session else 'local '}log_min_messages = 'fatal'")
+    except psycopg.errors.InsufficientPrivilege:
+        pass
 
 
 def _type_columns_that_parse(conn, source: Source, batch_id: str) -> None:
@@ -331,6 +345,7 @@ def _build_key_index(source: Source, batch_id: str) -> None:
     uniqueness check finds and reports them, and publishing builds it if it is still missing."""
     try:
         with warehouse.connect() as conn:
+            quiet_server_log(conn, session=True)
             conn.execute("set maintenance_work_mem = '256MB'")
             conn.execute(_key_index_sql(source, batch_id))
             conn.commit()
