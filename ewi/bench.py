@@ -67,17 +67,24 @@ def bench_ingest(rows: int) -> dict:
     copy_s = min(plain_copy(unlogged=False) for _ in range(3))
     unlogged_copy_s = min(plain_copy(unlogged=True) for _ in range(3))
 
-    child = subprocess.run(
-        [sys.executable, "-c",
-         "import json,resource,sys,time; from pathlib import Path; from ewi.ingest import ingest_files, gate;"
-         "gate._gx_context();"  # GX import and context set-up are paid once per worker, not per file
-         "t=time.perf_counter(); r=ingest_files([Path(sys.argv[1])])[0];"
-         "print(json.dumps({'status': r.status, 'rows': r.rows, 'seconds': time.perf_counter()-t, 'timings': r.timings,"
-         "'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024}))",
-         str(path)],
-        capture_output=True, text=True, check=True, env={**os.environ},
-    )
-    measured = json.loads(child.stdout.strip().splitlines()[-1])
+    def gate_run() -> dict:
+        _fresh_database("ewi_bench_ingest")  # the same file again would be a duplicate
+        child = subprocess.run(
+            [sys.executable, "-c",
+             "import json,resource,sys,time; from pathlib import Path; from ewi.ingest import ingest_files, gate;"
+             "gate._gx_context();"  # GX import and context set-up are paid once per worker, not per file
+             "t=time.perf_counter(); r=ingest_files([Path(sys.argv[1])])[0];"
+             "print(json.dumps({'status': r.status, 'rows': r.rows, 'seconds': time.perf_counter()-t,"
+             "'timings': r.timings, 'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024}))",
+             str(path)],
+            capture_output=True, text=True, check=True, env={**os.environ},
+        )
+        return json.loads(child.stdout.strip().splitlines()[-1])
+
+    # Best of three on both sides, each gate run on a fresh database.
+    runs = [gate_run() for _ in range(3)]
+    measured = min(runs, key=lambda r: r["seconds"])
+    measured["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
     return {
         "benchmark": "ingest_school_absence_week",
         "rows": rows,
@@ -86,6 +93,7 @@ def bench_ingest(rows: int) -> dict:
         "plain_copy_s": round(copy_s, 2),
         "plain_copy_unlogged_s": round(unlogged_copy_s, 2),
         "gate_s": round(measured["seconds"], 2),
+        "gate_runs_s": [round(r["seconds"], 2) for r in runs],
         "gate_rows_per_s": round(rows / measured["seconds"]),
         "ratio_to_copy": round(measured["seconds"] / copy_s, 2),
         "ratio_to_unlogged_copy": round(measured["seconds"] / unlogged_copy_s, 2),
