@@ -8,6 +8,7 @@ import itertools
 import json
 import logging
 import os
+import re
 from datetime import date, datetime, timedelta
 
 import psycopg
@@ -503,3 +504,21 @@ def test_data_docs_pages_and_index_are_built_and_a_stray_file_breaks_nothing(con
     assert result.data_docs and os.path.exists(result.data_docs)
     assert result.batch_id in result.data_docs
     assert batch(conn, result.batch_id)["data_docs_path"] == result.data_docs
+    (docs / "validations" / "stray.html").unlink()  # GX cannot index around it; later tests need the index
+
+
+def test_data_docs_of_earlier_processes_are_kept(conn, tmp_path, ewi_home):
+    """Each Airflow task is a new process with a new GX context: its index build must not delete the
+    pages (and results) of batches validated by earlier processes."""
+    from ewi.ingest import gate
+
+    first = ingest_one(extracts.write(tmp_path, "contacts", new_period()))
+    gate._contexts.clear()  # what a new worker process starts with
+    second = ingest_one(extracts.write(tmp_path, "contacts", new_period()))
+    assert first.data_docs != second.data_docs
+    assert os.path.exists(first.data_docs) and os.path.exists(second.data_docs)
+    index = (ewi_home / "gx" / "data_docs" / "index.html").read_text()
+    assert first.batch_id in index and second.batch_id in index
+    # The kept validation results hold counts, never a pseudonym.
+    for path in (ewi_home / "gx" / "validation_results").rglob("*.json"):
+        assert not re.search(r"[0-9a-f]{64}", path.read_text())

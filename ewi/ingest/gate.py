@@ -28,6 +28,7 @@ RESULT_FORMAT = {
 }
 VOLUME_HISTORY = 8
 AUDIT_WORK_MEM = "256MB"
+DOCS_INDEX_LIMIT = 200
 
 _lock = threading.Lock()
 _contexts: dict[str, object] = {}
@@ -88,14 +89,26 @@ def _gx_context():
 
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    docs_dir = config.ewi_home() / "gx" / "data_docs"
+    gx_dir = config.ewi_home() / "gx"
+    docs_dir = gx_dir / "data_docs"
     docs_dir.mkdir(parents=True, exist_ok=True)
+    # Validation results are kept on disk (counts only, see RESULT_FORMAT): the Data Docs index is
+    # built from this store, and GX removes every page whose result is not in it, so an in-memory
+    # store made each ingest process delete the pages of all earlier ones.
+    context.add_store("ewi_validation_results", {
+        "class_name": "ValidationResultsStore",
+        "store_backend": {"class_name": "TupleFilesystemStoreBackend",
+                          "base_directory": str(gx_dir / "validation_results")},
+    })
+    context.validation_results_store_name = "ewi_validation_results"
     context.add_data_docs_site(
         site_name="ewi",
         site_config={
             "class_name": "SiteBuilder",
             "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
-            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            # The index lists the latest validations; every page stays, linked from audit.batches.
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder",
+                                   "validation_results_limit": DOCS_INDEX_LIMIT},
         },
     )
     context.data_sources.add_sql(name="warehouse", connection_string=_audit_url(url))
