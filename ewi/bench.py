@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -82,7 +83,10 @@ def bench_ingest(rows: int) -> dict:
         return json.loads(child.stdout.strip().splitlines()[-1])
 
     # Best of three on both sides, each gate run on a fresh database.
-    runs = [gate_run() for _ in range(3)]
+    try:
+        runs = [gate_run() for _ in range(3)]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # a 100 MB file per run
     measured = min(runs, key=lambda r: r["seconds"])
     measured["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
     return {
