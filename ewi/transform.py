@@ -7,10 +7,17 @@ Table privileges (dbt `grants`) travel with a table when it changes schema.
 
 Each build and its test results are recorded in audit.dbt_runs / audit.dbt_test_results for the
 auditors. dbt's own log goes to $EWI_HOME/dbt/logs, never to stdout (`ewi transform --json`).
+
+What a build leaves out, because it checks code or files rather than the data being published:
+dbt unit tests (they test the models' SQL on fixed rows; `unit_tests()` runs them, and the test suite
+does, as dbt advises for development and CI) and, on an incremental build, the seeds when their
+files have not changed since they were loaded and tested (each seed table carries the checksum it
+was loaded from as its comment). Every data test runs on every build.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -36,7 +43,11 @@ _PSEUDONYM_RE = re.compile(r"[0-9a-fA-F]{64}")
 _FAILED = {"fail", "error", "runtime error"}
 
 
-ALERT_MODELS = "path:models/alerts"
+#: What reads the Farrington task's output (area_alerts and its tests): the only part of a build that
+#: must wait for it. The other alert models (the EARS SQL) run with the indicator models.
+READS_FARRINGTON = "source:alerts.farrington_results+"
+#: A seed table's comment: the checksum of the seed file and its configuration it was loaded from.
+_SEED_MARK = "ewi seed checksum "
 
 
 def _dbt_dirs() -> tuple[Path, Path]:
@@ -108,6 +119,48 @@ def _counts(nodes: list[dict]) -> dict[str, int]:
     return counts
 
 
+def _resource_type(node) -> str:
+    return str(getattr(node.resource_type, "value", node.resource_type))
+
+
+def _seed_checksums(manifest) -> dict[str, tuple[tuple[str, str], str]]:
+    """Per seed (unique id): its table (schema, name) and the checksum of its file and configuration
+    (column types, ...)."""
+    checksums = {}
+    for uid, node in manifest.nodes.items():
+        if _resource_type(node) == "seed":
+            config = json.dumps(node.config.to_dict(), sort_keys=True, default=str)
+            checksum = hashlib.sha256(f"{node.checksum.checksum}\n{config}".encode()).hexdigest()
+            checksums[uid] = ((node.schema, node.alias), checksum)
+    return checksums
+
+
+def _seeds_unchanged(conn: psycopg.Connection, seeds: dict[str, tuple[tuple[str, str], str]]) -> bool:
+    """Whether every seed table holds what its file says: it carries the file's checksum, written
+    after a build that loaded the file and passed every test."""
+    tables = [table for table, _ in seeds.values()]
+    marks = {(schema, name): comment for schema, name, comment in conn.execute(
+        """select n.nspname::text, c.relname::text, obj_description(c.oid, 'pg_class')
+           from pg_class as c join pg_namespace as n on n.oid = c.relnamespace
+           where (n.nspname::text, c.relname::text) in (select * from unnest(%s::text[], %s::text[]))""",
+        ([schema for schema, _ in tables], [name for _, name in tables])).fetchall()}
+    return all(marks.get(table) == _SEED_MARK + checksum for table, checksum in seeds.values())
+
+
+def _mark_seeds(conn: psycopg.Connection, seeds: dict[tuple[str, str], str]) -> None:
+    for (schema, name), checksum in seeds.items():
+        conn.execute(sql.SQL("comment on table {}.{} is {}").format(
+            sql.Identifier(schema), sql.Identifier(name), sql.Literal(_SEED_MARK + checksum)))
+
+
+def _seed_only_tests(manifest) -> list[str]:
+    """The data tests that read seeds only: they test the seed files, so they go with the seeds."""
+    seeds = {uid for uid, node in manifest.nodes.items() if _resource_type(node) == "seed"}
+    return sorted(node.name for node in manifest.nodes.values()
+                  if _resource_type(node) == "test" and node.depends_on.nodes
+                  and set(node.depends_on.nodes) <= seeds)
+
+
 def _reset_staging_schema(conn: psycopg.Connection) -> None:
     # Whatever is in published_next must come from this build: a failed build's leftovers must not
     # be published by the next one.
@@ -175,13 +228,6 @@ def _build_locked(select: str | None, full_refresh: bool, started: float, starte
     with warehouse.connect(autocommit=True) as conn:
         _reset_staging_schema(conn)
 
-    base = ["build"] + (["--full-refresh"] if full_refresh else [])
-    if select:
-        phases = [base + ["--select", select]]
-    else:
-        # The Farrington detector runs in Python between the indicator models it reads and the
-        # alert models that read its output, so a whole build is two dbt invocations around it.
-        phases = [base + ["--exclude", ALERT_MODELS], "farrington", base + ["--select", ALERT_MODELS]]
     nodes, failures, success, res = [], [], True, None
     phase_seconds: list[dict] = []
     # One parse for the whole build: the dbt phases around the Farrington step share its manifest.
@@ -192,6 +238,27 @@ def _build_locked(select: str | None, full_refresh: bool, started: float, starte
     if manifest is None:
         failures.append({"node": "dbt parse", "message": _scrub(str(parsed.exception or "parse failed"))})
         success = False
+
+    seeds = _seed_checksums(manifest) if manifest is not None else {}
+    reload_seeds = True
+    if seeds and not full_refresh and not select:
+        with warehouse.connect() as conn:
+            reload_seeds = not _seeds_unchanged(conn, seeds)
+    left_out = ["--exclude-resource-type", "unit_test"]
+    seed_tests: list[str] = []
+    if not reload_seeds:
+        left_out += ["--exclude-resource-type", "seed"]
+        seed_tests = _seed_only_tests(manifest)
+    # --no-write-json: the results are read from dbt's return value and recorded in audit.dbt_*;
+    # writing the whole manifest again after each phase cost about 0.2 s a phase.
+    base = ["build", "--no-write-json"] + (["--full-refresh"] if full_refresh else [])
+    if select:
+        phases = [base + ["--select", select, *left_out]]
+    else:
+        # The Farrington detector runs in Python between the indicator models it reads and the
+        # mart that reads its output, so a whole build is two dbt invocations around it.
+        phases = [base + ["--exclude", READS_FARRINGTON, *seed_tests, *left_out], "farrington",
+                  base + ["--select", READS_FARRINGTON, *left_out]]
     for phase in phases:
         if not success:
             break
@@ -201,7 +268,8 @@ def _build_locked(select: str | None, full_refresh: bool, started: float, starte
                 with warehouse.connect() as conn:
                     from ewi.alerts import run_farrington
 
-                    run_farrington(conn, full=full_refresh)
+                    # reloaded seeds may hold a new area register: new populations for every week
+                    run_farrington(conn, full=full_refresh or reload_seeds)
                     conn.commit()
             except Exception as exc:  # noqa: BLE001 - any failure here must stop publication
                 failures.append({"node": "farrington", "message": _scrub(f"{type(exc).__name__}: {exc}")})
@@ -229,6 +297,10 @@ def _build_locked(select: str | None, full_refresh: bool, started: float, starte
             except psycopg.Error as exc:  # e.g. a view in `published` depends on a mart
                 success = False
                 failures.append({"node": "publish", "message": _scrub(str(exc))})
+        if success:
+            # only now: a seed whose tests failed must be loaded and tested again by the next build
+            loaded = {n["unique_id"] for n in nodes if n["resource_type"] == "seed" and n["status"] == "success"}
+            _mark_seeds(conn, {key: checksum for uid, (key, checksum) in seeds.items() if uid in loaded})
         summary = {
             "success": success,
             "status": "success" if success else "failed",
@@ -236,6 +308,7 @@ def _build_locked(select: str | None, full_refresh: bool, started: float, starte
             "failures": failures,
             "published": published,
             "published_models": marts if published else [],
+            "seeds_reloaded": reload_seeds,
             "elapsed_s": round(time.monotonic() - started, 2),
             # where a build's time goes (make bench): each phase, and the slowest nodes
             "timings": {
@@ -257,6 +330,19 @@ def _build_locked(select: str | None, full_refresh: bool, started: float, starte
     summary["run_id"] = str(run_id)
     log.info("dbt build %s in %.1fs (%s)", summary["status"], summary["elapsed_s"], summary["counts"])
     return summary
+
+
+def unit_tests() -> dict:
+    """Run the dbt unit tests, which builds leave out: each runs one model's SQL on fixed input rows
+    and compares the result with the expected rows, so it tests the code, not the data. dbt reads the
+    column types of a model's inputs from the warehouse, so the models must have been built once;
+    marts are read where a build publishes them. Writes nothing. Returns success, counts, failures."""
+    res = _invoke(["test", "--select", "test_type:unit", "--vars", json.dumps({"marts_schema": PUBLISHED_SCHEMA})])
+    nodes = _node_results(res)
+    failures = [{"node": n["unique_id"], "message": n["message"]} for n in nodes if n["status"] in _FAILED]
+    if res.exception is not None:
+        failures.append({"node": "dbt", "message": _scrub(str(res.exception))})
+    return {"success": bool(res.success) and not failures, "counts": _counts(nodes), "failures": failures}
 
 
 def docs(out_dir: Path | None = None) -> dict:

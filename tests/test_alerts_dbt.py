@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from ewi.alerts.ears import EarsControl, ears
-from ewi.alerts.runner import farrington_parameters, run_farrington
+from ewi.alerts.runner import run_farrington
 from ewi.alerts.series import INDICATORS, monitored_series
 
 pytestmark = pytest.mark.slow
@@ -134,12 +134,40 @@ def test_ears_sql_equals_the_python_reference(alert_warehouse, db):
     assert compared == len(AREAS) * len(INDICATORS) * len(WEEKS) * 3
 
 
-def test_farrington_is_incremental_and_deterministic(alert_warehouse, db):
-    before = db.execute("select area_code, indicator, week_start, expected, upper_threshold, is_alert "
-                        "from alerts.farrington_results order by 1, 2, 3").fetchall()
-    rewritten = run_farrington(db)
-    refresh = farrington_parameters()["refresh_weeks"]
-    assert rewritten == len(AREAS) * len(INDICATORS) * refresh
-    after = db.execute("select area_code, indicator, week_start, expected, upper_threshold, is_alert "
-                       "from alerts.farrington_results order by 1, 2, 3").fetchall()
-    assert before == after
+RESULTS = ("select area_code, indicator, week_start, observed, expected, upper_threshold, is_alert "
+           "from alerts.farrington_results order by 1, 2, 3")
+
+
+def test_farrington_recomputes_only_from_the_first_changed_week(alert_warehouse, db):
+    """A run recomputes nothing when no input changed, every week from a changed count on (its
+    results equal a full recompute's), and every week from a delivery's week when one was published
+    since the last run (a changed denominator leaves the count as it was)."""
+    per_week = len(AREAS) * len(INDICATORS)
+    before = db.execute(RESULTS).fetchall()
+    assert run_farrington(db) == 0
+    changed = 100
+    bump = ("update intermediate.int_area_weekly_counts set numerator = numerator + %s "
+            "where area_code = %s and indicator = 'referrals' and week_start = %s")
+    db.execute(bump, (7, RISE_AREA, WEEKS[changed]))
+    try:
+        assert run_farrington(db) == per_week * (len(WEEKS) - changed)
+        incremental = db.execute(RESULTS).fetchall()
+        assert run_farrington(db, full=True) == per_week * len(WEEKS)
+        assert db.execute(RESULTS).fetchall() == incremental
+    finally:
+        db.execute(bump, (-7, RISE_AREA, WEEKS[changed]))
+    assert run_farrington(db) == per_week * (len(WEEKS) - changed)
+    assert db.execute(RESULTS).fetchall() == before  # deterministic
+
+    delivered = 110
+    period = "{}-W{:02d}".format(*WEEKS[delivered].isocalendar()[:2])
+    db.execute(
+        "insert into audit.batches (batch_id, source, period, file_name, file_sha256, file_size, status, "
+        "rows_in_file, rows_published, decided_at) values ('farrington-test', 'school_absence', %s, %s, "
+        "repeat('0', 64), 1, 'published', 0, 0, now())",
+        (period, f"school_absence_{period}_20260101T0600.csv"))
+    try:
+        assert run_farrington(db) == per_week * (len(WEEKS) - delivered)
+    finally:
+        db.execute("delete from audit.batches where batch_id = 'farrington-test'")
+    assert db.execute(RESULTS).fetchall() == before

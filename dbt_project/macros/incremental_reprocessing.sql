@@ -31,7 +31,10 @@
             else least(
                 wm.max_week - {{ window_days }},
                 {%- for input in inputs %}
-                (select min(i.week_start) from {{ ref(input[0]) }} as i where i.{{ input[1] }} > wm.watermark),
+                {#- `+ 0`: with a bare min(week_start) PostgreSQL walks the week_start index from the oldest
+                    week and filters on the timestamp, reading the whole history when few rows are new;
+                    this way it reads only the new rows through the timestamp's index. #}
+                (select min(i.week_start + 0) from {{ ref(input[0]) }} as i where i.{{ input[1] }} > wm.watermark),
                 {%- endfor %}
                 (select min(b.week_start) from {{ ref('stg_batches') }} as b
                   where b.status in ('published', 'superseded') and b.decided_at > wm.watermark)

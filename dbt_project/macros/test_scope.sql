@@ -6,31 +6,35 @@
     rows_written_by_this_build        the rows an incremental per-person model wrote in this run
                                       (its newest processed_at; the weeks it did not rewrite were
                                       tested by the build that wrote them, and every key holds the week)
-    rows_published_since_last_build   rows published to raw after the last successful build started
-                                      (rows are only ever added or replaced by ingest, with a new
-                                      published_at; a failed build does not move the mark)
     school_weeks_published_since_last_build
-                                      every row of each week that has school rows published since the
-                                      last successful build (for keys that hold the week: old and new
-                                      rows of a touched week are compared)
+                                      every row of school weeks from the earliest one the gate published
+                                      since the last successful build started (a failed build does not
+                                      move the mark). The gate publishes a school delivery as one ISO
+                                      week's partition of raw.school_absence in the transaction that
+                                      records its decision, so these weeks come from audit.batches, and
+                                      the filter on iso_week (the partition key) leaves the other weeks'
+                                      partitions unread: raw.school_absence has no index on published_at.
+                                      Every row of a touched week is tested, so keys that hold the week
+                                      compare old and new rows.
 -#}
 {% macro postgres__get_where_subquery(relation) -%}
     {%- set where = config.get('where', '') -%}
-    {%- set since_last_build -%}
-        coalesce((select max(r.started_at) from audit.dbt_runs as r where r.success), '-infinity'::timestamptz)
-    {%- endset -%}
-    {%- if where in ('rows_written_by_this_build', 'rows_published_since_last_build',
-                     'school_weeks_published_since_last_build') and flags.FULL_REFRESH -%}
+    {%- if where in ('rows_written_by_this_build', 'school_weeks_published_since_last_build')
+          and flags.FULL_REFRESH -%}
         {%- set where = '' -%}
     {%- elif where == 'rows_written_by_this_build' -%}
         {%- set where = 'processed_at = (select max(processed_at) from ' ~ relation ~ ')' -%}
-    {%- elif where == 'rows_published_since_last_build' -%}
-        {%- set where = 'published_at > ' ~ since_last_build -%}
     {%- elif where == 'school_weeks_published_since_last_build' -%}
-        {%- set raw = api.Relation.create(database=target.database, schema='raw', identifier='school_absence') -%}
+        {%- set batches = api.Relation.create(database=target.database, schema='audit', identifier='batches') -%}
+        {#- `or iso_week is null`: such a row would not be in any week, and not_null(iso_week) must see
+            it; it could only sit in the default partition, which stays the only other one read -#}
         {%- set where -%}
-            week_start >= (select min(to_date(s.iso_week, 'IYYY-"W"IW')) from {{ raw }} as s
-                           where s.published_at > {{ since_last_build }})
+            (iso_week >= (
+                select min(b.period) from {{ batches }} as b
+                where b.source = 'school_absence' and b.status = 'published'
+                  and b.decided_at > coalesce((select max(r.started_at) from audit.dbt_runs as r where r.success),
+                                              '-infinity'::timestamptz))
+             or iso_week is null)
         {%- endset -%}
     {%- endif -%}
     {%- if where -%}

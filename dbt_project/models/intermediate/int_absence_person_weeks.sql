@@ -23,15 +23,15 @@ with reprocess as (
 weeks as (
     select w.week_start
     from {{ ref('int_weeks') }} as w
-    cross join reprocess as r
-    where w.week_start >= r.from_week and w.has_school_data
+    where w.week_start >= (select from_week from reprocess) and w.has_school_data
 ),
 
+-- A scalar subquery, not a join with `reprocess`: PostgreSQL then reads only these weeks through
+-- the week_start index instead of the whole history.
 pupil_weeks as (
     select p.*
     from {{ ref('int_pupil_weeks') }} as p
-    cross join reprocess as r
-    where p.week_start >= r.from_week - 21
+    where p.week_start >= (select from_week from reprocess) - 21
 ),
 
 windows as (

@@ -27,25 +27,22 @@ with reprocess as (
 weeks as (
     select w.week_start
     from {{ ref('int_weeks') }} as w
-    cross join reprocess as r
-    where w.week_start >= r.from_week
+    where w.week_start >= (select from_week from reprocess)
 ),
 
-signals as (
+-- Every input is cut to the weeks the recomputed weeks' 12-week windows reach, in each branch and as
+-- a scalar subquery: PostgreSQL pushes neither a join with `reprocess` nor a subquery through a
+-- union into the scans, and would read the whole history.
+recent_signals as (
     select person_pseudonym, week_start, 'invalid_absence' as signal
     from {{ ref('int_absence_person_weeks') }}
-    where is_invalid_absence
+    where is_invalid_absence and week_start >= (select from_week from reprocess) - 77
     union all
     select person_pseudonym, week_start, 'referral' from {{ ref('stg_referrals') }}
+    where week_start >= (select from_week from reprocess) - 77
     union all
     select person_pseudonym, week_start, 'contact' from {{ ref('stg_contacts') }}
-),
-
-recent_signals as (
-    select s.*
-    from signals as s
-    cross join reprocess as r
-    where s.week_start >= r.from_week - 77
+    where week_start >= (select from_week from reprocess) - 77
 ),
 
 person_weeks as (
@@ -67,10 +64,13 @@ person_weeks as (
 records as (
     select person_pseudonym, week_start, week_start + 4 as record_date, home_area_code, 0 as source_order
     from {{ ref('int_pupil_weeks') }}
+    where week_start >= (select from_week from reprocess) - 77
     union all
     select person_pseudonym, week_start, received_date, home_area_code, 1 from {{ ref('stg_referrals') }}
+    where week_start >= (select from_week from reprocess) - 77
     union all
     select person_pseudonym, week_start, contact_date, home_area_code, 2 from {{ ref('stg_contacts') }}
+    where week_start >= (select from_week from reprocess) - 77
 ),
 
 latest_area_12w as (
@@ -89,6 +89,7 @@ referral_area as (
     select distinct on (person_pseudonym, week_start)
         person_pseudonym, week_start, home_area_code as referral_area_code
     from {{ ref('stg_referrals') }}
+    where week_start >= (select from_week from reprocess)
     order by person_pseudonym, week_start, received_date desc, referral_id desc
 ),
 
@@ -96,6 +97,7 @@ contact_area as (
     select distinct on (person_pseudonym, week_start)
         person_pseudonym, week_start, home_area_code as contact_area_code
     from {{ ref('stg_contacts') }}
+    where week_start >= (select from_week from reprocess)
     order by person_pseudonym, week_start, contact_date desc, contact_id desc
 )
 

@@ -1,15 +1,17 @@
 -- The weeks the indicators cover: every ISO week from the earliest to the latest week any source
 -- has published, so that weeks without data are explicit rows downstream.
-with data_weeks as (
-    select min(week_start) as first_week, max(week_start) as last_week from {{ ref('stg_school_absence') }}
+-- The school weeks come from int_pupil_weeks (the same weeks as the rows) through its week_start
+-- index: min/max over the raw rows read the whole history on every build.
+with school_weeks as (
+    select min(week_start) as first_week, max(week_start) as last_week from {{ ref('int_pupil_weeks') }}
+),
+
+data_weeks as (
+    select first_week, last_week from school_weeks
     union all
     select min(week_start), max(week_start) from {{ ref('stg_referrals') }}
     union all
     select min(week_start), max(week_start) from {{ ref('stg_contacts') }}
-),
-
-school_weeks as (
-    select min(week_start) as first_week, max(week_start) as last_week from {{ ref('stg_school_absence') }}
 )
 
 select
