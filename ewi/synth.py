@@ -16,9 +16,20 @@ Delivery habits (all allowed by ../shared/contracts/SOURCES.md), so the loader s
 - Now and then a file has its columns in another order (an edited export template).
 
 Area-level rises (the ground truth for evaluating the detection) are written to
-`ground_truth.json` beside the extracts. Nothing here resembles a personal identity number: ids are
-letters plus short digit groups, and pseudonyms with a run of 10 or more decimal digits are
-re-drawn (real HMACs do contain such runs; synthetic data must not even look like it holds one).
+`ground_truth.json` beside the extracts. A rise of size s multiplies the area's *own* expected level
+of the indicator's measure by s (issue #5's definition: +50 % in an absence share, +100 % in a
+4-week referral or contact count): absence rises add enough newly flagged pupils to the area's
+expected number of flagged pupils (estimated from the pupils' latent absence, not the municipality's
+share); referral and contact rises multiply the expected number of *youths with an event* (the
+indicator counts youths, so the event rate is raised slightly more than s). Both measures are 4-week
+quantities, so a rise reaches its full size once the 4-week window lies inside it (its 4th week);
+ground_truth.json records that week, the area's baseline level and what was injected. A rise's
+extra events are drawn from their own random stream on top of the week's draws, so the same seed
+without rises is the exact counterfactual of everything outside the rise.
+
+Nothing here resembles a personal identity number: ids are letters plus short digit groups, and
+pseudonyms with a run of 10 or more decimal digits are re-drawn (real HMACs do contain such runs;
+synthetic data must not even look like it holds one).
 """
 
 from __future__ import annotations
@@ -27,7 +38,7 @@ import hashlib
 import hmac
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 
@@ -45,9 +56,13 @@ REFERRALS_PER_WEEK = 34.0
 CONTACTS_PER_WEEK = 28.0
 MOVER_SHARE = 0.03
 INDICATORS = ("chronic_absence", "invalid_absence", "referrals", "contacts")
-# Share of pupils flagged at baseline, used to size absence rises: a rise of size 1.5 adds half as
-# many flagged pupils again.
-BASELINE_SHARE = {"chronic_absence": 0.13, "invalid_absence": 0.065}
+# SOURCES.md's absence flags: share of scheduled minutes over the trailing 4 weeks.
+ABSENCE_FLAG = {"chronic_absence": 0.10, "invalid_absence": 0.05}
+FLAG_WEEKS = 4
+# Replicate 4-week windows per pupil when estimating an area's expected flagged share.
+FLAG_REPLICATES = 64
+ILL_DAYS = (1, 2, 3, 4, 5)
+ILL_DAY_SHARES = (0.5, 0.25, 0.12, 0.07, 0.06)
 
 # Skolenhetskoder are 8 digits. Made-up codes: nine F-9 schools, one per group of neighbouring
 # areas, and three upper-secondary schools (gymnasier) that take pupils from everywhere.
@@ -104,8 +119,13 @@ class Rise:
     area_code: str
     indicator: str
     first_week: str
-    size: float
+    size: float  # multiplier of the area's own expected level of `measure`
     duration_weeks: int
+    # Filled in when the rise is injected (generate):
+    measure: str = ""  # "share" (flagged pupils / pupils) or "4-week count" (youths with an event)
+    baseline: float | None = None  # the area's expected level of the measure without the rise
+    full_size_week: str = ""  # first week whose 4-week window lies inside the rise
+    injected: dict | None = None  # how: pupils boosted (absence) or the event-rate multiplier (counts)
 
     @property
     def week_start(self) -> str:
@@ -233,12 +253,12 @@ def _choose_rises(areas: pd.DataFrame, periods: list[str], seed: int) -> list[Ri
         # In the last year, after enough weeks for a trailing baseline when the range allows it.
         earliest = max(0, min(4, n_weeks - duration), n_weeks - 52)
         starts = np.arange(earliest, n_weeks - duration + 1)
-        if indicator in BASELINE_SHARE:  # absence cannot rise while school is out
+        if indicator in ABSENCE_FLAG:  # absence cannot rise while school is out
             in_term = np.array([not holiday[s] and (~holiday[s : s + duration]).sum() >= duration - 1
                                 for s in starts])
             if in_term.any():
                 starts = starts[in_term]
-        size = rng.choice([1.5, 1.75, 2.0]) if indicator in BASELINE_SHARE else rng.choice([2.0, 2.5, 3.0])
+        size = rng.choice([1.5, 1.75, 2.0]) if indicator in ABSENCE_FLAG else rng.choice([2.0, 2.5, 3.0])
         rises.append(
             Rise(
                 area_code=str(areas["area_code"][area]),
@@ -254,6 +274,108 @@ def _choose_rises(areas: pd.DataFrame, periods: list[str], seed: int) -> list[Ri
 def _rise_weeks(rise: Rise, periods: list[str]) -> range:
     first = periods.index(rise.first_week)
     return range(first, min(first + rise.duration_weeks, len(periods)))
+
+
+@dataclass
+class _Injection:
+    """A rise as the week builders apply it."""
+
+    rise: Rise
+    weeks: range
+    boost: np.ndarray | None = None  # absence: extra absence rate per person (0 = not boosted)
+    multiplier: dict[int, float] = field(default_factory=dict)  # counts: week index -> event-rate factor
+    stream: tuple[int, ...] = ()  # counts: entropy of the rise's own draws of extra events
+
+
+def _ill_chance(period: str) -> float:
+    week_no = int(period[6:8])
+    return 0.04 if week_no >= 45 or week_no <= 12 else 0.025  # more colds in winter
+
+
+def _in_school(pop: Population, period: str) -> np.ndarray:
+    stage_age = _school_year_age(period, pop.birth_year)
+    return (stage_age >= SCHOOL_AGES[0]) & (stage_age <= SCHOOL_AGES[1])
+
+
+def _flag_probability(pop: Population, pupils: np.ndarray, indicator: str, period: str,
+                      rng: np.random.Generator) -> np.ndarray:
+    """Each pupil's chance of being flagged over a 4-week term window without a rise: _school_week's
+    weekly draws repeated FLAG_REPLICATES times (scheduled minutes taken as equal across the weeks,
+    which they are to within a few per cent)."""
+    shape = (FLAG_REPLICATES, FLAG_WEEKS, len(pupils))
+    ill = (rng.random(shape) < _ill_chance(period)) * rng.choice(ILL_DAYS, shape, p=ILL_DAY_SHARES) / 5
+    valid = pop.valid_rate[pupils] * rng.gamma(2.0, 0.5, shape) + ill
+    invalid = pop.invalid_rate[pupils] * rng.gamma(1.5, 1 / 1.5, shape)
+    total = valid + invalid
+    scale = np.where(total > 1, 1 / np.maximum(total, 1e-9), 1.0)
+    measured = (total if indicator == "chronic_absence" else invalid) * scale
+    return (measured.mean(axis=1) >= ABSENCE_FLAG[indicator]).mean(axis=0)
+
+
+def _absence_injection(pop: Population, rise: Rise, weeks: range, periods: list[str],
+                       pick_rng: np.random.Generator, flag_rng: np.random.Generator) -> _Injection:
+    """Boost the absence of enough non-elevated pupils of the area that its expected number of
+    flagged pupils is multiplied by rise.size. A boosted pupil's 4-week absence ends up above the
+    flag's threshold (the boosts alone exceed it), so each adds one flag unless already flagged."""
+    first = periods[weeks.start]
+    pupils = np.flatnonzero(_in_school(pop, first) & (pop.area_at(weeks.start) == rise.area_code))
+    p = _flag_probability(pop, pupils, rise.indicator, first, flag_rng)
+    target = (rise.size - 1) * p.sum()
+    order = pick_rng.permutation(len(pupils))
+    order = order[~pop.elevated[pupils[order]]]
+    gained = np.cumsum(1 - p[order])
+    # The number of pupils whose expected extra flags come closest to the target.
+    k = int(np.argmin(np.abs(np.concatenate([[0.0], gained]) - target)))
+    picked = pupils[order[:k]]
+    low, high = (0.12, 0.25) if rise.indicator == "chronic_absence" else (0.07, 0.15)
+    boost = np.zeros(len(pop))
+    boost[picked] = pick_rng.uniform(low, high, k)
+    added = float(gained[k - 1]) if k else 0.0
+    rise = replace(rise, measure="share", baseline=round(float(p.mean()), 4),
+                   injected={"pupils_boosted": k, "expected_added_flags": round(added, 2),
+                             "expected_flags_without": round(float(p.sum()), 2)})
+    return _Injection(rise, weeks, boost=boost)
+
+
+def _distinct_multiplier(rate: np.ndarray, size: float) -> float:
+    """The event-rate factor m that multiplies the expected number of people with at least one
+    (Poisson) event by `size`: sum(1 - exp(-m r)) = size * sum(1 - exp(-r)). Slightly above size,
+    because a youth with two events in a week counts once."""
+    goal = size * -np.expm1(-rate).sum()
+    low, high = size, 4 * size
+    for _ in range(60):
+        mid = (low + high) / 2
+        low, high = (mid, high) if -np.expm1(-mid * rate).sum() < goal else (low, mid)
+    return (low + high) / 2
+
+
+def _count_injection(pop: Population, rise: Rise, weeks: range, periods: list[str],
+                     stream: tuple[int, ...]) -> _Injection:
+    """Per rise week the event-rate factor that multiplies the area's expected youths with an event
+    by rise.size; the baseline is the expected 4-week count of those youths at the rise's start."""
+    multiplier, expected = {}, []
+    for w in weeks:
+        rate = _event_rates(pop, periods[w], rise.indicator)
+        in_area = pop.area_at(w) == rise.area_code
+        multiplier[w] = _distinct_multiplier(rate[in_area], rise.size)
+        expected.append(float(-np.expm1(-rate[in_area]).sum()))
+    rise = replace(rise, measure="4-week count", baseline=round(sum(expected[:FLAG_WEEKS]), 2),
+                   injected={"rate_multiplier": round(float(np.mean(list(multiplier.values()))), 3)})
+    return _Injection(rise, weeks, multiplier=multiplier, stream=stream)
+
+
+def _inject(pop: Population, rises: list[Rise], periods: list[str], seed: int) -> list[_Injection]:
+    pick_rng, flag_rng = _rng(seed, 4), _rng(seed, 7)
+    out = []
+    for number, rise in enumerate(rises):
+        weeks = _rise_weeks(rise, periods)
+        full = weeks.start + FLAG_WEEKS - 1
+        rise = replace(rise, full_size_week=periods[full] if full < len(periods) else "")
+        if rise.indicator in ABSENCE_FLAG:
+            out.append(_absence_injection(pop, rise, weeks, periods, pick_rng, flag_rng))
+        else:
+            out.append(_count_injection(pop, rise, weeks, periods, (seed, 8, number)))
+    return out
 
 
 def _write_extract(out: Path, source: str, period: str, delivered: datetime, frame: pd.DataFrame,
@@ -307,7 +429,7 @@ def _school_year_age(period: str, birth_year: np.ndarray) -> np.ndarray:
     return school_year - birth_year
 
 
-def _school_week(pop: Population, w: int, period: str, rises: list[tuple[Rise, range, np.ndarray]],
+def _school_week(pop: Population, w: int, period: str, rises: list[_Injection],
                  rng: np.random.Generator) -> pd.DataFrame:
     stage_age = _school_year_age(period, pop.birth_year)
     pupils = np.flatnonzero((stage_age >= SCHOOL_AGES[0]) & (stage_age <= SCHOOL_AGES[1]))
@@ -322,19 +444,17 @@ def _school_week(pop: Population, w: int, period: str, rises: list[tuple[Rise, r
     scheduled = base_minutes + pop.schedule_offset[pupils] * upper + rng.normal(0, 30, n)
     scheduled = (np.clip(scheduled, 1100, 1700) // 5 * 5).astype(int)
     # Draw everything even in holiday weeks, so a week's numbers do not depend on earlier holidays.
-    week_no = int(period[6:8])
-    ill_chance = 0.04 if week_no >= 45 or week_no <= 12 else 0.025  # more colds in winter
-    ill = (rng.random(n) < ill_chance) * rng.choice([1, 2, 3, 4, 5], n, p=[0.5, 0.25, 0.12, 0.07, 0.06]) / 5
+    ill = (rng.random(n) < _ill_chance(period)) * rng.choice(ILL_DAYS, n, p=ILL_DAY_SHARES) / 5
     valid = pop.valid_rate[pupils] * rng.gamma(2.0, 0.5, n) + ill
     invalid = pop.invalid_rate[pupils] * rng.gamma(1.5, 1 / 1.5, n)
-    for rise, weeks, boost in rises:
-        if w in weeks and rise.indicator in BASELINE_SHARE:
-            hit = (area == rise.area_code) & (boost[pupils] > 0)
-            if rise.indicator == "chronic_absence":
-                valid = valid + hit * boost[pupils] * 0.6
-                invalid = invalid + hit * boost[pupils] * 0.4
+    for injection in rises:
+        if w in injection.weeks and injection.boost is not None:
+            boost = injection.boost[pupils] * (area == injection.rise.area_code)
+            if injection.rise.indicator == "chronic_absence":
+                valid = valid + boost * 0.6
+                invalid = invalid + boost * 0.4
             else:
-                invalid = invalid + hit * boost[pupils]
+                invalid = invalid + boost
     total = valid + invalid
     scale = np.where(total > 1, 1 / np.maximum(total, 1e-9), 1.0)
     if is_school_holiday(period):
@@ -357,17 +477,30 @@ def _school_week(pop: Population, w: int, period: str, rises: list[tuple[Rise, r
     return frame.sort_values(["school_unit_code", "person_pseudonym"], ignore_index=True)
 
 
-def _events(pop: Population, w: int, period: str, kind: str, expected: float, age_weights: np.ndarray,
-            rises: list[tuple[Rise, range, np.ndarray]], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Who has a referral (or contact) this week, one entry per event, and their home area."""
+def _event_rates(pop: Population, period: str, kind: str) -> np.ndarray:
+    """Each person's expected number of referrals (or contacts) in the week, without rises."""
+    if kind == "referrals":
+        expected = REFERRALS_PER_WEEK * (0.7 if is_school_holiday(period) else 1.0)
+        age_weights = REFERRAL_AGE_WEIGHTS
+    else:
+        summer = 25 <= int(period[6:8]) <= 33
+        expected, age_weights = CONTACTS_PER_WEEK * (1.15 if summer else 1.0), CONTACT_AGE_WEIGHTS
     age = int(period[:4]) - pop.birth_year
     weight = np.where((age >= 0) & (age <= 20), age_weights[np.clip(age, 0, 20)], 0.0) * pop.risk
-    rate = weight * expected / weight.sum()
+    return weight * expected / weight.sum()
+
+
+def _events(pop: Population, w: int, period: str, kind: str, rises: list[_Injection],
+            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Who has a referral (or contact) this week, one entry per event, and their home area."""
+    rate = _event_rates(pop, period, kind)
     area = pop.area_at(w)
-    for rise, weeks, _ in rises:
-        if w in weeks and rise.indicator == kind:
-            rate = np.where(area == rise.area_code, rate * rise.size, rate)
     counts = rng.poisson(rate)
+    for injection in rises:
+        if w in injection.weeks and injection.rise.indicator == kind:
+            # The rise's extra events come from its own stream: the week's other draws stay as without it.
+            extra_rate = np.where(area == injection.rise.area_code, rate * (injection.multiplier[w] - 1), 0.0)
+            counts = counts + np.random.default_rng([*injection.stream, w]).poisson(extra_rate)
     people = np.repeat(np.arange(len(pop)), counts)
     return people, area[people]
 
@@ -384,8 +517,7 @@ def _age_group(age: np.ndarray) -> np.ndarray:
 
 
 def _referral_week(pop: Population, w: int, period: str, rises, rng) -> pd.DataFrame:
-    expected = REFERRALS_PER_WEEK * (0.7 if is_school_holiday(period) else 1.0)
-    people, area = _events(pop, w, period, "referrals", expected, REFERRAL_AGE_WEIGHTS, rises, rng)
+    people, area = _events(pop, w, period, "referrals", rises, rng)
     n = len(people)
     group = _age_group(int(period[:4]) - pop.birth_year[people])
     reporter = np.empty(n, dtype=object)
@@ -412,9 +544,7 @@ def _referral_week(pop: Population, w: int, period: str, rises, rng) -> pd.DataF
 
 
 def _contact_week(pop: Population, w: int, period: str, rises, rng) -> pd.DataFrame:
-    summer = 25 <= int(period[6:8]) <= 33
-    expected = CONTACTS_PER_WEEK * (1.15 if summer else 1.0)
-    people, area = _events(pop, w, period, "contacts", expected, CONTACT_AGE_WEIGHTS, rises, rng)
+    people, area = _events(pop, w, period, "contacts", rises, rng)
     n = len(people)
     shares = _normalised(tuple(p[2] for p in CONTACT_PAIRS))
     pair = rng.choice(len(CONTACT_PAIRS), n, p=shares)
@@ -457,17 +587,8 @@ def generate(out: Path, weeks: int = 104, end_week: str | None = None, seed: int
     areas = _areas()
     pop = Population(areas, periods, seed)
 
-    injected = _choose_rises(areas, periods, seed) if rises else []
-    boost_rng = _rng(seed, 4)
-    active = []
-    for rise in injected:
-        boost = np.zeros(len(pop))
-        if rise.indicator in BASELINE_SHARE:
-            base = BASELINE_SHARE[rise.indicator]
-            picked = (boost_rng.random(len(pop)) < (rise.size - 1) * base / (1 - base)) & ~pop.elevated
-            low, high = (0.12, 0.25) if rise.indicator == "chronic_absence" else (0.07, 0.15)
-            boost[picked] = boost_rng.uniform(low, high, picked.sum())
-        active.append((rise, _rise_weeks(rise, periods), boost))
+    active = _inject(pop, _choose_rises(areas, periods, seed), periods, seed) if rises else []
+    injected = [a.rise for a in active]
 
     habits = _delivery_habits(seed, periods)
     order_rng = _rng(seed, 5)

@@ -14,6 +14,7 @@ from collections import Counter
 from datetime import time, timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ewi import config, synth
@@ -42,6 +43,14 @@ class Extracts(dict):
 def generated(tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("synth")
     return out, synth.generate(out, weeks=WEEKS, end_week=END_WEEK, seed=SEED)
+
+
+@pytest.fixture(scope="module")
+def calm(tmp_path_factory) -> Path:
+    """The same seed without rises."""
+    out = tmp_path_factory.mktemp("calm")
+    synth.generate(out, weeks=WEEKS, end_week=END_WEEK, seed=SEED, rises=False)
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -249,14 +258,28 @@ def test_ground_truth(generated):
     assert 3 <= len(truth["rises"]) == summary["rises"] <= 5
     assert {r["indicator"] for r in truth["rises"]} <= set(synth.INDICATORS)
     for rise in truth["rises"]:
-        assert set(rise) == {"area_code", "indicator", "first_week", "week_start", "size", "duration_weeks"}
+        assert set(rise) == {"area_code", "indicator", "first_week", "week_start", "size", "duration_weeks",
+                             "measure", "baseline", "full_size_week", "injected"}
         assert rise["area_code"] in AREA_CODES
         assert rise["week_start"] == week_start(rise["first_week"]).isoformat()
         first = PERIODS.index(rise["first_week"])
         assert first + rise["duration_weeks"] <= len(PERIODS) and rise["duration_weeks"] >= 2
         assert rise["size"] > 1
+        # Both measures are 4-week quantities: full size once the window lies inside the rise.
+        assert rise["full_size_week"] == PERIODS[first + 3]
+        assert rise["baseline"] > 0
         if rise["indicator"] in ("chronic_absence", "invalid_absence"):
             assert not is_school_holiday(rise["first_week"])
+            assert rise["measure"] == "share" and rise["baseline"] < 1
+            injected = rise["injected"]
+            # Sized against the area's own expected flagged pupils, to within one pupil.
+            assert injected["expected_added_flags"] == pytest.approx(
+                (rise["size"] - 1) * injected["expected_flags_without"], abs=1)
+            assert injected["pupils_boosted"] >= injected["expected_added_flags"]
+        else:
+            assert rise["measure"] == "4-week count"
+            # A youth with two events counts once, so the event rate rises a little more than the size.
+            assert rise["size"] <= rise["injected"]["rate_multiplier"] < 1.1 * rise["size"]
 
 
 def test_same_seed_same_bytes_other_seed_other_world(generated, tmp_path):
@@ -273,11 +296,11 @@ def test_same_seed_same_bytes_other_seed_other_world(generated, tmp_path):
     assert school.read_bytes() != same_week.read_bytes()
 
 
-def test_rises_only_change_their_area_and_weeks(generated, tmp_path):
-    """Without rises the same seed gives the same world, except where the rises were injected."""
+def test_rises_only_change_their_area_and_weeks(generated, calm):
+    """Without rises the same seed gives the same world, except where the rises were injected: other
+    weeks byte for byte, and in the rise's weeks every other area's rows (school) and counts (referrals,
+    contacts: the rise's extra events come from their own random stream)."""
     out, _ = generated
-    calm = tmp_path / "calm"
-    synth.generate(calm, weeks=WEEKS, end_week=END_WEEK, seed=SEED, rises=False)
     assert json.loads((calm / "ground_truth.json").read_text())["rises"] == []
     truth = json.loads((out / "ground_truth.json").read_text())
     touched: dict[str, set[str]] = {}
@@ -297,6 +320,68 @@ def test_rises_only_change_their_area_and_weeks(generated, tmp_path):
         with_rise = _area_signal(out, source, window, rise)
         without = _area_signal(calm, source, window, rise)
         assert with_rise > without, rise["indicator"]
+        for period in window:
+            rows = {name: read_extract(next(folder.glob(f"{source}_{period}_*.csv")))["rows"]
+                    for name, folder in (("with", out), ("without", calm))}
+            others = {name: [r for r in found if r["home_area_code"] != rise["area_code"]]
+                      for name, found in rows.items()}
+            if source == "school_absence":
+                assert others["with"] == others["without"], period
+            else:
+                areas = {name: Counter(r["home_area_code"] for r in found) for name, found in others.items()}
+                assert areas["with"] == areas["without"], period
+
+
+def test_absence_rises_have_their_size_against_the_areas_own_level(tmp_path):
+    """From the rise's 4th week on the area has about (size - 1) x its own expected flagged pupils
+    more than the same seed without the rise, and that expectation matches the pupils flagged without
+    it. Checked in term weeks whose 4-week window has no holiday (a shorter window flags differently):
+    autumn term 2026, where this seed puts three absence rises."""
+    periods = iso_weeks("2026-W32", "2026-W51")
+    folders = {"with": tmp_path / "with", "without": tmp_path / "without"}
+    for name, folder in folders.items():
+        synth.generate(folder, weeks=len(periods), end_week=periods[-1], seed=3, rises=name == "with")
+    truth = json.loads((folders["with"] / "ground_truth.json").read_text())
+    checked = 0
+    for rise in truth["rises"]:
+        if rise["indicator"] not in ("chronic_absence", "invalid_absence"):
+            continue
+        first = periods.index(rise["first_week"])
+        weeks = [w for w in range(first + 3, first + rise["duration_weeks"])
+                 if not any(is_school_holiday(p) for p in periods[w - 3: w + 1])]
+        flagged = {name: sum(_flagged_pupils(folder, periods, rise, w) for w in weeks) / len(weeks)
+                   for name, folder in folders.items()}
+        assert flagged["with"] - flagged["without"] == pytest.approx(rise["injected"]["expected_added_flags"], rel=0.2)
+        assert flagged["without"] == pytest.approx(rise["injected"]["expected_flags_without"], rel=0.2)
+        checked += 1
+    assert checked == 3
+
+
+def test_count_rises_multiply_the_youths_with_an_event():
+    """The event-rate factor makes the expected number of *youths* with an event size times larger."""
+    rng = np.random.default_rng(0)
+    rate = rng.gamma(0.4, 0.5, 400)  # a skewed area: some youths have several events a week
+    m = synth._distinct_multiplier(rate, 2.0)
+    assert m > 2.0
+    assert -np.expm1(-m * rate).sum() == pytest.approx(2.0 * -np.expm1(-rate).sum(), rel=1e-9)
+    draws = rng.poisson(rate, (4000, len(rate))) > 0
+    raised = rng.poisson(m * rate, (4000, len(rate))) > 0
+    assert raised.sum(axis=1).mean() / draws.sum(axis=1).mean() == pytest.approx(2.0, rel=0.02)
+
+
+def _flagged_pupils(folder: Path, periods: list[str], rise: dict, w: int) -> int:
+    """Pupils of the rise's area flagged by the indicator's trailing 4-week rule in week index w."""
+    totals: dict[str, list[int]] = {}
+    for period in periods[max(0, w - 3): w + 1]:
+        for r in read_extract(next(folder.glob(f"school_absence_{period}_*.csv")))["rows"]:
+            t = totals.setdefault(r["person_pseudonym"], [0, 0, 0, ""])
+            t[0] += int(r["scheduled_minutes"])
+            t[1] += int(r["valid_absence_minutes"])
+            t[2] += int(r["invalid_absence_minutes"])
+            t[3] = r["home_area_code"]
+    threshold, part = (0.10, (1, 2)) if rise["indicator"] == "chronic_absence" else (0.05, (2,))
+    return sum(1 for t in totals.values()
+               if t[3] == rise["area_code"] and t[0] and sum(t[i] for i in part) >= threshold * t[0])
 
 
 def _area_signal(out: Path, source: str, window: list[str], rise: dict) -> float:
