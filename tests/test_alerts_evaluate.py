@@ -66,3 +66,35 @@ def test_watched_series_windows_and_warm_up():
     absence = series[series["indicator"] == "invalid_absence"]["observed"].tolist()
     assert np.isnan(referrals[:2]).all() and referrals[2:] == [3.0] * 6
     assert np.isnan(absence[:3]).all() and absence[3:] == [1.0] * 5
+
+
+def test_tuning_p_values_decide_every_alpha_as_the_method_does():
+    """The tuning harness fits Farrington once and applies each alpha to the week's P(Y >= observed):
+    with nbPlugin that must give exactly the alerts of a run at that alpha (mart rule included)."""
+    import pandas as pd
+
+    from ewi.alerts.farrington import FarringtonControl, farrington_flexible
+
+    scenario = Scenario("test", level=3, phi=1.2, outbreak="sustained", size=(2.5,))
+    s = simulate_series(scenario, seed=7)
+    observed = rolling_sum(s.observed, 3)
+    group = pd.DataFrame({"observed": observed, "population": np.full(len(observed), 1000.0)})
+    monitored = range(len(observed) - 52, len(observed))
+    control = {**evaluate.farrington_parameters(), "population_offset": False}
+    p = evaluate._tuning_p_values(group, s.week_starts, monitored, dict(control), min_count=5)
+    for alpha in (0.001, 0.005, 0.02, 0.1):
+        fc = FarringtonControl.from_dict({**control, "alpha": alpha})
+        run = farrington_flexible(observed, s.week_starts, fc, weeks=monitored)
+        assert [r.is_alert and r.observed >= 5 for r in run] == list(p <= alpha)
+    assert (p <= 0.1).any()
+
+
+def test_known_baseline_bound():
+    """The power analysis: more youths a week or a bigger rise can only help; at one youth a week a
+    doubling is found within three weeks far less often than 80 % of the time by any trailing-sum rule."""
+    budget = 1 / (4 * evaluate.COUNT_SERIES)
+    one_x2 = evaluate.known_baseline_detection(1.0, 2.0, budget, baseline_weeks=50_000, reps=5_000)
+    one_x3 = evaluate.known_baseline_detection(1.0, 3.0, budget, baseline_weeks=50_000, reps=5_000)
+    eight_x2 = evaluate.known_baseline_detection(8.0, 2.0, budget, baseline_weeks=50_000, reps=5_000)
+    assert one_x2[0] < 0.3 < one_x3[0] and eight_x2[0] > 0.85
+    assert one_x2[2] >= 5  # never below the disclosure minimum

@@ -73,6 +73,18 @@ def test_noufaily_threshold_reproduces_r(phi, method, expected):
     assert got == pytest.approx(expected, abs=R_TOLERANCE)
 
 
+def test_noufaily_score_when_the_threshold_equals_eta0():
+    # mu0 = 1 (eta0 = 0) and phi = 3: P(Y = 0) = 3^-0.5 > 0.5, so the median threshold is 0 = eta0.
+    # R divides by zero there (Inf, or NaN for y = 0); it must not raise.
+    assert threshold_noufaily(0.0, 0.1, 3.0, 0.5, 2, "nbPlugin")[3] == math.inf
+    assert math.isnan(threshold_noufaily(0.0, 0.1, 3.0, 0.5, 0, "nbPlugin")[3])
+
+
+def test_muan_with_a_huge_prediction_error_gives_no_threshold_instead_of_raising():
+    # muan's mu0 is exp of the 1 - alpha quantile of the linear predictor: with se 400 that is inf (R: Inf).
+    assert all(math.isnan(v) for v in threshold_noufaily(-20.0, 400.0, 1.5, 0.001, 3, "muan"))
+
+
 def test_weights_are_one_when_nothing_is_above_the_threshold():
     assert assign_weights(np.zeros(10), 0) == pytest.approx(np.ones(10))
 

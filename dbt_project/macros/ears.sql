@@ -25,7 +25,7 @@
   contacts. Python twin: ewi.alerts.series.rolling_weeks_setting.
 -#}
 {% macro alert_rolling_weeks() -%}
-    {%- set value = var('alert_rolling_weeks', {'referrals': 3, 'contacts': 4}) -%}
+    {%- set value = var('alert_rolling_weeks', {'referrals': 3, 'contacts': 3}) -%}
     {%- if value is mapping -%}
         {{ return(value) }}
     {%- else -%}

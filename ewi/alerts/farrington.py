@@ -142,16 +142,21 @@ def threshold_noufaily(pred_fit: float, pred_se_fit: float, phi: float, alpha: f
     pred_fit and pred_se_fit are on the link (log) scale, as in R; so is `score`'s reference point
     (R computes (y - eta0) / (upper - eta0); kept for comparability, the alarm is y > upper)."""
     eta0, se_eta0 = pred_fit, pred_se_fit
-    if method == "nbPlugin":
-        mu0 = math.exp(eta0)
-    else:
-        mu0 = math.exp(stats.norm.ppf(1 - alpha, loc=eta0, scale=se_eta0))
+    # np.exp: a huge prediction error (a reference period of zeros) overflows to inf as in R, where
+    # math.exp would raise.
+    with np.errstate(over="ignore"):
+        if method == "nbPlugin":
+            mu0 = float(np.exp(eta0))
+        else:
+            mu0 = float(np.exp(stats.norm.ppf(1 - alpha, loc=eta0, scale=se_eta0)))
     if math.isinf(mu0):
         return math.nan, math.nan, math.nan, math.nan
     lower = max(0.0, _count_quantile(alpha, mu0, phi))
     upper = _count_quantile(1 - alpha, mu0, phi)
     prob = _count_sf(y - 1, mu0, phi)
-    score = (y - pred_fit) / (upper - pred_fit)
+    # R divides by zero to Inf/NaN when the threshold equals eta0 (possible at large alpha).
+    with np.errstate(divide="ignore", invalid="ignore"):
+        score = float(np.float64(y - pred_fit) / np.float64(upper - pred_fit))
     return lower, upper, prob, score
 
 

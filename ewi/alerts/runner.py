@@ -34,13 +34,14 @@ RESULTS_TABLE = "alerts.farrington_results"
 COUNTS_TABLE = "intermediate.int_area_weekly_counts"
 #: Used when dbt_project.yml has no `farrington` var (kept equal to the block there).
 DEFAULTS = {
-    "b": 2, "w": 3, "alpha": 0.002,  # or indicator -> alpha ("default" for the rest) "no_periods": 10, "past_weeks_not_included": 26,
+    "b": 2, "w": 3, "alpha": 0.002,  # or indicator -> alpha ("default" for the rest)
+    "no_periods": 10, "past_weeks_not_included": 26,
     "weights_threshold": 2.58, "threshold_method": "nbPlugin", "p_threshold_trend": 0.05,
     "limit54": [5, 4], "population_offset": True,
 }
 #: Settings in the `farrington` block that do not change a result, so not part of its fingerprint.
-#: refresh_weeks (the newest weeks recomputed on every run) is no longer read: the weeks to recompute
-#: are found from the data.
+#: refresh_weeks (the newest weeks recomputed on every run; removed) may remain in an older
+#: dbt_project.yml: the weeks to recompute are now found from the data.
 NOT_MODEL_PARAMETERS = ("refresh_weeks",)
 #: The earliest week of data published since a moment: deliveries the gate published or superseded
 #: (a school delivery is one ISO week, its period: raw.school_absence is partitioned by it) and

@@ -6,8 +6,8 @@ dbt_project/models/alerts/alert_series.sql; see docs/alerts.md for the reasons).
   denominator is 0 (holidays) or the week has no school data, and in the first 3 weeks of the data
   (the trailing 4-week flag is not yet complete).
 - referrals, contacts: a rolling count (weeks t-n+1..t; n per indicator, dbt var
-  alert_rolling_weeks: 3 for referrals, 4 for contacts) of youths with an event in the week; single
-  weeks hold 0-3 youths per area, too few for any test. NULL in the first n-1 weeks.
+  alert_rolling_weeks: 3 for both) of youths with an event in the week; single weeks hold 0-3
+  youths per area, too few for any test. NULL in the first n-1 weeks.
 - multi_signal: the weekly count as published (already a trailing 12-week flag); NULL in the first
   11 weeks of the data.
 """
@@ -20,7 +20,7 @@ import pandas as pd
 INDICATORS = ("chronic_absence", "invalid_absence", "referrals", "contacts", "multi_signal")
 #: Weeks summed into the watched count (1 = the weekly count as it is); the default of the dbt var
 #: alert_rolling_weeks (docs/alerts.md: measured choices).
-ROLLING_WEEKS = {"referrals": 3, "contacts": 4}
+ROLLING_WEEKS = {"referrals": 3, "contacts": 3}
 #: Weeks at the start of the data whose count is incomplete (the indicator's own trailing window);
 #: a rolling sum adds its window minus one.
 WARM_UP_WEEKS = {"chronic_absence": 3, "invalid_absence": 3, "multi_signal": 11}
