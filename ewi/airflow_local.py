@@ -363,11 +363,12 @@ def _running_pid(service: Service) -> int | None:
         return None
     pid = int(pid_file.read_text().strip())
     try:
-        # Airflow retitles some processes (setproctitle: "airflow api_server -- ..."), so match loosely.
+        # Processes retitle themselves (setproctitle): Airflow's as "airflow api_server -- ...", the
+        # Celery worker as "[celeryd: ...] (celery worker ...)" without "airflow"; so match loosely.
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").replace(b"_", b"-")
     except OSError:
         return None
-    if b"airflow" in cmdline and service.args[0].encode() in cmdline:
+    if (b"airflow" in cmdline or b"celeryd" in cmdline) and service.args[0].encode() in cmdline:
         return pid
     return None
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -174,6 +175,13 @@ def airflow_stack(tmp_path_factory, request):
     yield start
     for stack in stacks:
         _ewi(["airflow", "down"], stack.env, timeout=120)
+        queue = stack.env.get("EWI_AIRFLOW_CELERY_QUEUE")
+        if queue:
+            # `airflow down` must stop the Celery worker too, although it retitles itself.
+            left = subprocess.run(["pgrep", "-f", queue], capture_output=True, text=True).stdout.split()
+            for pid in left:
+                os.kill(int(pid), signal.SIGKILL)
+            assert not left, f"celery worker still running after `ewi airflow down`: {left}"
         _ewi(["warehouse", "stop"], stack.env, timeout=120)
         if stack.metadata_db:
             with psycopg.connect(MACHINE_PG, autocommit=True) as conn:
