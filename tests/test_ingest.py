@@ -152,6 +152,24 @@ def test_correction_replaces_the_earlier_week(conn, tmp_path):
     assert old["status"] == "superseded" and old["superseded_by"] == second.batch_id
 
 
+def test_a_published_week_is_its_own_partition_and_the_database_refuses_a_duplicate_key(conn, tmp_path):
+    period = new_period()
+    result = ingest_one(extracts.write(tmp_path, "school_absence", period))
+    assert result.status == "published"
+    partition = conn.execute(
+        "select c.relname::text from pg_inherits i join pg_class c on c.oid = i.inhrelid "
+        "where i.inhparent = 'raw.school_absence'::regclass and pg_get_expr(c.relpartbound, c.oid) like %s",
+        (f"%'{period}'%",)).fetchone()[0]
+    assert partition == f"school_absence_{result.batch_id}"
+    assert conn.execute("select to_regclass(%s)", (f"pending.school_absence_{result.batch_id}",)).fetchone()[0] is None
+    from ewi.ingest import quiet_server_log
+
+    with pytest.raises(psycopg.errors.UniqueViolation), conn.transaction():
+        quiet_server_log(conn)  # the refusal names the key, a pseudonym
+        conn.execute("insert into raw.school_absence select * from raw.school_absence where iso_week = %s limit 1",
+                     (period,))
+
+
 def test_two_files_for_one_period_in_one_call_the_later_delivery_wins(conn, tmp_path):
     period = new_period()
     early = extracts.write(tmp_path / "a", "contacts", period, delivered=datetime(2030, 1, 1, 6, 0))
