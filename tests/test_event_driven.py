@@ -173,6 +173,7 @@ def airflow_stack(tmp_path_factory, request):
         return stack
 
     yield start
+    survivors = []
     for stack in stacks:
         _ewi(["airflow", "down"], stack.env, timeout=120)
         queue = stack.env.get("EWI_AIRFLOW_CELERY_QUEUE")
@@ -181,11 +182,12 @@ def airflow_stack(tmp_path_factory, request):
             left = subprocess.run(["pgrep", "-f", queue], capture_output=True, text=True).stdout.split()
             for pid in left:
                 os.kill(int(pid), signal.SIGKILL)
-            assert not left, f"celery worker still running after `ewi airflow down`: {left}"
+            survivors += left
         _ewi(["warehouse", "stop"], stack.env, timeout=120)
         if stack.metadata_db:
             with psycopg.connect(MACHINE_PG, autocommit=True) as conn:
                 conn.execute(f'drop database if exists "{stack.metadata_db}" with (force)')
+    assert not survivors, f"celery worker still running after `ewi airflow down`: {survivors}"
 
 
 def _week_files(tmp: Path, period: str = "2026-W01") -> list[Path]:
