@@ -4,7 +4,6 @@ now passes, and the engineer's reason is kept in the audit trail."""
 
 from __future__ import annotations
 
-import psycopg
 from psycopg import sql
 
 from ewi import warehouse
@@ -16,6 +15,7 @@ from ewi.ingest import (
     create_pending_table,
     later_delivery_published,
     quiet_server_log,
+    type_columns_that_parse,
 )
 from ewi.sources import SOURCES, parse_file_name
 
@@ -31,28 +31,20 @@ def list_quarantined() -> list[dict]:
 
 
 def _restore_pending(conn, source, batch_id: str) -> int:
-    """Put the quarantined rows back into a pending table, typed as a first delivery would be (as
-    text when a value does not parse, so the gate says so again)."""
-    names = ("batch_id", *source.column_names)
-    cols = sql.SQL(", ").join(sql.Identifier(c) for c in names)
-    typed = sql.SQL(", ").join(
-        sql.SQL("{}::{}").format(sql.Identifier(c.name), sql.SQL(c.load_type)) for c in source.columns)
-    for as_typed in (True, False):
-        try:
-            with conn.transaction():
-                quiet_server_log(conn)
-                _delete_pending(conn, source, batch_id)
-                create_pending_table(conn, source, batch_id, typed=as_typed)
-                return conn.execute(
-                    sql.SQL("insert into {p} ({c}) select batch_id, {v} from {q} where batch_id = %s").format(
-                        p=_pending_table(source, batch_id), q=sql.Identifier("quarantine", source.name), c=cols,
-                        v=typed if as_typed else sql.SQL(", ").join(sql.Identifier(c) for c in names[1:])),
-                    (batch_id,),
-                ).rowcount
-        except (psycopg.errors.InvalidTextRepresentation, psycopg.errors.NumericValueOutOfRange):
-            if not as_typed:
-                raise
-    raise AssertionError("unreachable")
+    """Put the quarantined rows (text as delivered) back into a pending table, typed as a first
+    delivery's would be: every integer column whose values all parse, so the gate names the rest."""
+    cols = sql.SQL(", ").join(sql.Identifier(c) for c in ("batch_id", *source.column_names))
+    with conn.transaction():
+        quiet_server_log(conn)
+        _delete_pending(conn, source, batch_id)
+        create_pending_table(conn, source, batch_id, typed=False)
+        rows = conn.execute(
+            sql.SQL("insert into {p} ({c}) select {c} from {q} where batch_id = %s").format(
+                p=_pending_table(source, batch_id), q=sql.Identifier("quarantine", source.name), c=cols),
+            (batch_id,),
+        ).rowcount
+        type_columns_that_parse(conn, source, batch_id)
+    return rows
 
 
 def release(batch_id: str, reason: str) -> IngestResult:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import re
-import sys
 import threading
 import time
 import uuid
@@ -286,7 +285,7 @@ def _write_pending(conn, inspection: Inspection, batch_id: str) -> int:
                         cp.write(chunk)
                 rows = cur.rowcount
                 if not typed:
-                    _type_columns_that_parse(conn, source, batch_id)
+                    type_columns_that_parse(conn, source, batch_id)
             return rows
         except (psycopg.errors.InvalidTextRepresentation, psycopg.errors.NumericValueOutOfRange):
             if typed:
@@ -317,9 +316,10 @@ def quiet_server_log(conn, session: bool = False) -> None:
         pass
 
 
-def _type_columns_that_parse(conn, source: Source, batch_id: str) -> None:
-    """After a load as text: every integer column whose values all parse becomes an integer again,
-    so the audit names exactly the columns that do not, and still checks the ranges of the rest."""
+def type_columns_that_parse(conn, source: Source, batch_id: str) -> None:
+    """After a load as text (a delivery whose values did not all parse, or a quarantine release):
+    every integer column whose values all parse becomes an integer, so the audit names exactly the
+    columns that do not, and still checks the ranges of the rest."""
     for col in source.columns:
         if col.load_type == "text":
             continue
@@ -351,9 +351,9 @@ def _build_key_index(source: Source, batch_id: str) -> None:
             conn.commit()
     except psycopg.errors.UniqueViolation:
         pass  # the server's message quotes the duplicated key: it is dropped here, unread
-    except psycopg.Error:
+    except psycopg.Error as exc:
         # Never fatal here (publishing builds the index); the class alone is logged, never the text.
-        log.warning("key index of a pending batch not built in advance (%s)", type(sys.exc_info()[1]).__name__)
+        log.warning("key index of a pending batch not built in advance (%s)", type(exc).__name__)
 
 
 def _copy_error_line(exc: psycopg.Error) -> int | None:
@@ -434,7 +434,7 @@ def _partition(source: Source, batch_id: str) -> sql.Identifier:
 
 def _remove_published_rows(conn, source: Source, batch_id: str) -> None:
     if source.partitioned:
-        exists = conn.execute("select to_regclass(%s)", (f"raw.{_pending_name(source, batch_id)}",)).fetchone()[0]
+        exists = conn.execute("select to_regclass(%s)", (_partition(source, batch_id).as_string(conn),)).fetchone()[0]
         if exists:
             part = _partition(source, batch_id)
             conn.execute(sql.SQL("alter table {} detach partition {}").format(
