@@ -79,10 +79,6 @@ class Source:
         return f"raw.{self.name}"
 
     @property
-    def pending_table(self) -> str:
-        return f"pending.{self.name}"
-
-    @property
     def quarantine_table(self) -> str:
         return f"quarantine.{self.name}"
 
