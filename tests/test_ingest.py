@@ -162,12 +162,36 @@ def test_a_published_week_is_its_own_partition_and_the_database_refuses_a_duplic
         (f"%'{period}'%",)).fetchone()[0]
     assert partition == f"school_absence_{result.batch_id}"
     assert conn.execute("select to_regclass(%s)", (f"pending.school_absence_{result.batch_id}",)).fetchone()[0] is None
+    # The period check came with the load, and attaching did not add (and scan for) another.
+    assert conn.execute("select count(*) from pg_constraint where conrelid = %s::regclass and contype = 'c'",
+                        (f"raw.{partition}",)).fetchone()[0] == 1
     from ewi.ingest import quiet_server_log
 
     with pytest.raises(psycopg.errors.UniqueViolation), conn.transaction():
         quiet_server_log(conn)  # the refusal names the key, a pseudonym
         conn.execute("insert into raw.school_absence select * from raw.school_absence where iso_week = %s limit 1",
                      (period,))
+
+
+def test_a_school_week_is_audited_in_two_lanes_joined_into_one_validation_result(conn, tmp_path, ewi_home):
+    """The key rule runs on its own GX context after the key index is built; the auditor still gets
+    one stored result and one Data Docs page holding every expectation of the suite, in its order."""
+    from ewi import expectations
+
+    result = ingest_one(extracts.write(tmp_path, "school_absence", new_period()))
+    assert result.status == "published"
+    suite = expectations.load_suite(SOURCES["school_absence"])
+    stored = [json.loads(p.read_text()) for p in (ewi_home / "gx" / "validation_results").rglob("*.json")
+              if result.batch_id in p.read_text()]
+    assert len(stored) == 1
+    [validation] = stored
+    assert [r["expectation_config"]["type"] for r in validation["results"]] == [e["type"] for e in suite["expectations"]]
+    assert validation["success"] and validation["statistics"]["evaluated_expectations"] == len(suite["expectations"])
+    assert validation["meta"]["lanes"] == {"content": len(suite["expectations"]) - 1, "key": 1}
+    assert conn.execute("select count(*) from audit.check_results where batch_id = %s",
+                        (result.batch_id,)).fetchone()[0] == len(suite["expectations"])
+    page = open(result.data_docs, encoding="utf-8").read()
+    assert "duplicated (person_pseudonym" in page and "absence above scheduled minutes" in page
 
 
 def test_two_files_for_one_period_in_one_call_the_later_delivery_wins(conn, tmp_path):
@@ -451,6 +475,17 @@ def test_missing_key_value(conn, tmp_path):
     rows = extracts.rows_for("contacts", period)
     rows[9]["contact_id"] = ""
     assert_quarantined(conn, extracts.write(tmp_path, "contacts", period, rows=rows), "contact_id is required")
+
+
+def test_missing_value_in_a_school_week(conn, tmp_path):
+    """A school week is loaded NOT NULL; a missing value sends it to a text load, and the audit names
+    the column."""
+    period = new_period()
+    rows = extracts.rows_for("school_absence", period)
+    rows[3]["school_unit_code"] = ""
+    result = assert_quarantined(conn, extracts.write(tmp_path, "school_absence", period, rows=rows),
+                                "school_unit_code is required")
+    assert [c["column"] for c in result.failed_checks] == ["school_unit_code"]
 
 
 def test_volume_drop(conn, tmp_path):

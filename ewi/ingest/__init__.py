@@ -12,9 +12,9 @@ retries neither lose nor double rows.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
-import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -117,18 +117,11 @@ def audit_and_decide(conn, delivery: Delivery, batch_id: str, rows: int, result:
     check, then publish or quarantine. Shared by a first ingest and a quarantine release."""
     params = gate.parameters(conn, delivery)
     conn.commit()
-    # The published partition's key index is built on the other core while GX audits: both only
-    # read the rows, and a batch that fails the audit loses the index with its table.
-    indexer = None
-    if delivery.source.partitioned:
-        indexer = threading.Thread(target=_build_key_index, args=(delivery.source, batch_id),
-                                   name=f"key-index-{batch_id}")
-        indexer.start()
-    try:
-        outcome = gate.validate(batch_id, delivery, params, _pending_name(delivery.source, batch_id))
-    finally:
-        if indexer:
-            indexer.join()
+    # The published partition's key index is built on the other core while GX audits the rest; the
+    # suite's key rules then read it (gate.validate). A batch that fails the audit loses the index
+    # with its table.
+    key_index = functools.partial(_build_key_index, delivery.source, batch_id) if delivery.source.partitioned else None
+    outcome = gate.validate(batch_id, delivery, params, _pending_name(delivery.source, batch_id), key_index)
     _record_checks(conn, batch_id, outcome)
     lap("audit")
     result.data_docs = outcome.data_docs_path
@@ -245,23 +238,36 @@ def _delete_pending(conn, source: Source, batch_id: str) -> None:
         sql.Identifier("pending", f"{source.name}_legacy")), (batch_id,))
 
 
-def create_pending_table(conn, source: Source, batch_id: str, typed: bool = True) -> sql.Identifier:
+def create_pending_table(conn, source: Source, batch_id: str, typed: bool = True,
+                         period: str | None = None) -> sql.Identifier:
     """The batch's own pending table: nothing else reads or writes it, it needs no index while it
     is loaded, and it leaves by a DROP (quarantine) or by becoming the published partition itself.
-    `typed`: integer columns as integers (see Column.load_type), else every column as text."""
+    `typed`: integer columns as integers (see Column.load_type), no column NULL and, for a
+    partitioned source, every row in `period`; else every column as text."""
     table = _pending_table(source, batch_id)
     columns = [sql.SQL("batch_id text not null default current_setting('ewi.batch_id')")]
     for col in source.columns:
+        # Typed, every column is NOT NULL as in the published table, so that publishing need not
+        # scan the batch to prove it; a missing value sends the load to text like a bad number.
         columns.append(sql.SQL("{} {}").format(
-            sql.Identifier(col.name), sql.SQL(col.load_type if typed else "text")))
+            sql.Identifier(col.name), sql.SQL(f"{col.load_type} not null" if typed else "text")))
+    if typed and period and source.partitioned:
+        # The partition bound, checked while the rows are loaded: attaching then needs no scan.
+        columns.append(sql.SQL("constraint {} check ({} = {})").format(
+            sql.Identifier(_period_check_name(source, batch_id)), sql.Identifier(source.period_column),
+            sql.Literal(period)))
     conn.execute(sql.SQL("create table {} ({})").format(table, sql.SQL(", ").join(columns)))
     return table
 
 
+def _period_check_name(source: Source, batch_id: str) -> str:
+    return f"{_pending_name(source, batch_id)}_period"
+
+
 def _write_pending(conn, inspection: Inspection, batch_id: str) -> int:
-    """COPY the file into the batch's pending table. A value that does not parse as its column's
-    type is not a reason to reject the file: it is loaded again as text, and the audit's type
-    check quarantines it with the column named."""
+    """COPY the file into the batch's pending table. A value that is missing or does not parse as its
+    column's type is not a reason to reject the file: it is loaded again as text, and the audit's
+    not-null or type check quarantines it with the column named."""
     source = inspection.delivery.source
     table = _pending_table(source, batch_id)
     copy = sql.SQL(
@@ -278,7 +284,7 @@ def _write_pending(conn, inspection: Inspection, batch_id: str) -> int:
             with conn.transaction(), conn.cursor() as cur:
                 quiet_server_log(conn)
                 _delete_pending(conn, source, batch_id)
-                create_pending_table(conn, source, batch_id, typed=typed)
+                create_pending_table(conn, source, batch_id, typed=typed, period=inspection.delivery.period)
                 cur.execute("select set_config('ewi.batch_id', %s, true)", (batch_id,))
                 with cur.copy(copy) as cp, open(inspection.path, "rb") as fh:
                     while chunk := fh.read(1 << 20):
@@ -287,9 +293,11 @@ def _write_pending(conn, inspection: Inspection, batch_id: str) -> int:
                 if not typed:
                     type_columns_that_parse(conn, source, batch_id)
             return rows
-        except (psycopg.errors.InvalidTextRepresentation, psycopg.errors.NumericValueOutOfRange):
+        except (psycopg.errors.InvalidTextRepresentation, psycopg.errors.NumericValueOutOfRange,
+                psycopg.errors.NotNullViolation, psycopg.errors.CheckViolation):
             if typed:
-                log.info("%s: a value does not parse as its column's type; loading it as text for the audit",
+                log.info("%s: a value is missing, does not parse as its column's type or is outside the "
+                         "period; loading it as text for the audit",
                          inspection.file_name)
                 continue
             raise Rejection("malformed", "rows do not parse as the header's columns") from None
@@ -347,6 +355,7 @@ def _build_key_index(source: Source, batch_id: str) -> None:
         with warehouse.connect() as conn:
             quiet_server_log(conn, session=True)
             conn.execute("set maintenance_work_mem = '256MB'")
+            conn.execute("set max_parallel_maintenance_workers = 0")
             conn.execute(_key_index_sql(source, batch_id))
             conn.commit()
     except psycopg.errors.UniqueViolation:
@@ -448,15 +457,20 @@ def _remove_published_rows(conn, source: Source, batch_id: str) -> None:
 def _attach_partition(conn, source: Source, period: str, batch_id: str) -> None:
     """The audited pending table becomes the period's partition: no row is copied. Its key index,
     NOT NULL and CHECK constraints let PostgreSQL attach it without another scan of its own, and
-    published_at is a column default, so it costs no rewrite either."""
+    published_at is a column default, so it costs no rewrite either. A batch loaded typed has its
+    constraints from the load; one loaded as text (a release) gets them here, at one scan."""
     pending = _pending_table(source, batch_id)
     conn.execute(_key_index_sql(source, batch_id))
     not_null = sql.SQL(", ").join(
         sql.SQL("alter column {} set not null").format(sql.Identifier(c)) for c in ("batch_id", *source.column_names))
+    checked = conn.execute("select 1 from pg_constraint where conrelid = %s::regclass and conname = %s",
+                           (pending.as_string(conn), _period_check_name(source, batch_id))).fetchone()
+    period_check = sql.SQL("") if checked else sql.SQL(", add constraint {} check ({} = {})").format(
+        sql.Identifier(_period_check_name(source, batch_id)), sql.Identifier(source.period_column),
+        sql.Literal(period))
     conn.execute(sql.SQL("alter table {} alter column batch_id drop default, {}, "
-                         "add column published_at timestamptz not null default now(), "
-                         "add check ({} = {})").format(
-        pending, not_null, sql.Identifier(source.period_column), sql.Literal(period)))
+                         "add column published_at timestamptz not null default now(){}").format(
+        pending, not_null, period_check))
     conn.execute(sql.SQL("alter table {} set schema raw").format(pending))
     conn.execute(sql.SQL("alter table {} attach partition {} for values in ({})").format(
         sql.Identifier("raw", source.name), _partition(source, batch_id), sql.Literal(period)))
