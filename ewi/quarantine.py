@@ -33,7 +33,7 @@ def list_quarantined() -> list[dict]:
 def _restore_pending(conn, source, batch_id: str) -> int:
     """Put the quarantined rows (text as delivered) back into a pending table, typed as a first
     delivery's would be: every integer column whose values all parse, so the gate names the rest."""
-    cols = sql.SQL(", ").join(sql.Identifier(c) for c in ("batch_id", *source.column_names))
+    cols = sql.SQL(", ").join(sql.Identifier(c) for c in source.pending_columns)
     with conn.transaction():
         quiet_server_log(conn)
         _delete_pending(conn, source, batch_id)

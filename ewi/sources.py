@@ -71,6 +71,13 @@ class Source:
     def column_names(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.columns)
 
+    @property
+    def pending_columns(self) -> tuple[str, ...]:
+        """The columns of a batch's pending table. A partitioned source's batch becomes a partition
+        of its own, where the batch id is a constant: it is added as the column's default when the
+        batch is attached (no row is written again), instead of being loaded into every row."""
+        return self.column_names if self.partitioned else ("batch_id", *self.column_names)
+
     def column(self, name: str) -> Column:
         return next(c for c in self.columns if c.name == name)
 

@@ -152,7 +152,10 @@ def test_correction_replaces_the_earlier_week(conn, tmp_path):
     assert old["status"] == "superseded" and old["superseded_by"] == second.batch_id
 
 
-def test_a_published_week_is_its_own_partition_and_the_database_refuses_a_duplicate_key(conn, tmp_path):
+def test_a_published_week_is_its_own_partition_holding_one_batch_of_one_week(conn, tmp_path):
+    """What keeps the school-absence key unique without an index: the gate passed the batch's key as
+    unique, and its partition holds that batch alone (batch_id is the partition's constant) and only
+    its own ISO week (a CHECK that came with the load, so attaching scanned nothing)."""
     period = new_period()
     result = ingest_one(extracts.write(tmp_path, "school_absence", period))
     assert result.status == "published"
@@ -162,19 +165,20 @@ def test_a_published_week_is_its_own_partition_and_the_database_refuses_a_duplic
         (f"%'{period}'%",)).fetchone()[0]
     assert partition == f"school_absence_{result.batch_id}"
     assert conn.execute("select to_regclass(%s)", (f"pending.school_absence_{result.batch_id}",)).fetchone()[0] is None
-    # The period check came with the load, and attaching did not add (and scan for) another.
+    assert conn.execute("select array_agg(distinct batch_id), count(*) from raw.school_absence where iso_week = %s",
+                        (period,)).fetchone() == ([result.batch_id], result.rows)
     assert conn.execute("select count(*) from pg_constraint where conrelid = %s::regclass and contype = 'c'",
                         (f"raw.{partition}",)).fetchone()[0] == 1
-    from ewi.ingest import quiet_server_log
-
-    with pytest.raises(psycopg.errors.UniqueViolation), conn.transaction():
-        quiet_server_log(conn)  # the refusal names the key, a pseudonym
-        conn.execute("insert into raw.school_absence select * from raw.school_absence where iso_week = %s limit 1",
-                     (period,))
+    assert conn.execute("select count(*) from pg_indexes where schemaname = 'raw' and tablename = %s",
+                        (partition,)).fetchone()[0] == 0
+    other_week = iso_week_of(date.fromisocalendar(int(period[:4]), int(period[-2:]), 1) + timedelta(weeks=1))
+    with pytest.raises(psycopg.errors.CheckViolation), conn.transaction():
+        conn.execute(f"insert into raw.{partition} select * from raw.{partition} limit 1")  # noqa: S608
+        conn.execute(f"update raw.{partition} set iso_week = %s", (other_week,))  # noqa: S608
 
 
 def test_a_school_week_is_audited_in_two_lanes_joined_into_one_validation_result(conn, tmp_path, ewi_home):
-    """The key rule runs on its own GX context after the key index is built; the auditor still gets
+    """The key rule runs on a GX context of its own beside the other rules; the auditor still gets
     one stored result and one Data Docs page holding every expectation of the suite, in its order."""
     from ewi import expectations
 
@@ -371,7 +375,7 @@ def test_duplicate_rows(conn, tmp_path, ewi_home):
     rows = extracts.rows_for("school_absence", period)
     rows[5] = dict(rows[4])
     assert_quarantined(conn, extracts.write(tmp_path, "school_absence", period, rows=rows), "is unique")
-    # The failed key index would have logged the duplicated key, pseudonym included.
+    # A failed unique index or constraint would have logged the duplicated key, pseudonym included.
     server_log = ewi_home / "warehouse" / "log"
     if server_log.exists():
         assert rows[4]["person_pseudonym"] not in server_log.read_text(errors="replace")
@@ -523,6 +527,31 @@ def test_release_republishes_after_the_reference_table_is_fixed(conn, tmp_path):
     finally:
         conn.execute("delete from raw.contacts where home_area_code = '2081C9980'")
         conn.execute("delete from ref.areas where area_code = '2081C9980'")
+
+
+def test_a_released_school_week_becomes_its_partition_with_the_constraints_a_typed_load_has(conn, tmp_path):
+    """A release restores the rows as text; attaching then adds the NOT NULLs, the period check and
+    the batch id that a first, typed load brings with it."""
+    from ewi import quarantine
+
+    period = new_period()
+    rows = extracts.rows_for("school_absence", period)
+    rows[0]["home_area_code"] = "2081C9970"
+    held = assert_quarantined(conn, extracts.write(tmp_path, "school_absence", period, rows=rows), "area register")
+    conn.execute("insert into ref.areas values ('2081C9970', 'Ny stadsdel', 'C', 100, 5, 5, 5, 5, 5)")
+    try:
+        released = quarantine.release(held.batch_id, "area 2081C9970 added to the register")
+        assert released.status == "published", released
+        partition = f"raw.school_absence_{held.batch_id}"
+        assert conn.execute(f"select array_agg(distinct batch_id), count(*) from {partition}"  # noqa: S608
+                            ).fetchone() == ([held.batch_id], len(rows))
+        assert conn.execute("select count(*) from pg_constraint where conrelid = %s::regclass and contype = 'c'",
+                            (partition,)).fetchone()[0] == 1
+        assert not conn.execute("select count(*) from information_schema.columns where table_schema = 'raw' and "
+                                "table_name = %s and is_nullable = 'YES'", (partition[4:],)).fetchone()[0]
+    finally:
+        conn.execute("delete from raw.school_absence where home_area_code = '2081C9970'")
+        conn.execute("delete from ref.areas where area_code = '2081C9970'")
 
 
 # --- crash recovery ----------------------------------------------------------------------------

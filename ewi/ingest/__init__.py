@@ -12,7 +12,6 @@ retries neither lose nor double rows.
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
 import time
@@ -62,11 +61,13 @@ def _delivery_order(path: Path):
     return (0, d.source.name, d.period, d.delivered.isoformat(), path.name) if d else (1, "", "", "", path.name)
 
 
-def ingest_files(paths: list[Path]) -> list[IngestResult]:
+def ingest_files(paths: list[Path], docs_index: bool = True) -> list[IngestResult]:
+    """Write-audit-publish each file, in delivery order. `docs_index`: then rebuild the Data Docs
+    index page once (each validation's own page is built by its audit)."""
     results_by_path = {}
     for path in sorted((Path(p) for p in paths), key=_delivery_order):
         results_by_path[path] = ingest_file(path)
-    if any(r.data_docs for r in results_by_path.values()):
+    if docs_index and any(r.data_docs for r in results_by_path.values()):
         gate.build_index()
     return [results_by_path[Path(p)] for p in paths]
 
@@ -117,11 +118,7 @@ def audit_and_decide(conn, delivery: Delivery, batch_id: str, rows: int, result:
     check, then publish or quarantine. Shared by a first ingest and a quarantine release."""
     params = gate.parameters(conn, delivery)
     conn.commit()
-    # The published partition's key index is built on the other core while GX audits the rest; the
-    # suite's key rules then read it (gate.validate). A batch that fails the audit loses the index
-    # with its table.
-    key_index = functools.partial(_build_key_index, delivery.source, batch_id) if delivery.source.partitioned else None
-    outcome = gate.validate(batch_id, delivery, params, _pending_name(delivery.source, batch_id), key_index)
+    outcome = gate.validate(batch_id, delivery, params, _pending_name(delivery.source, batch_id))
     _record_checks(conn, batch_id, outcome)
     lap("audit")
     result.data_docs = outcome.data_docs_path
@@ -245,7 +242,9 @@ def create_pending_table(conn, source: Source, batch_id: str, typed: bool = True
     `typed`: integer columns as integers (see Column.load_type), no column NULL and, for a
     partitioned source, every row in `period`; else every column as text."""
     table = _pending_table(source, batch_id)
-    columns = [sql.SQL("batch_id text not null default current_setting('ewi.batch_id')")]
+    columns = []
+    if not source.partitioned:
+        columns.append(sql.SQL("batch_id text not null default {}").format(sql.Literal(batch_id)))
     for col in source.columns:
         # Typed, every column is NOT NULL as in the published table, so that publishing need not
         # scan the batch to prove it; a missing value sends the load to text like a bad number.
@@ -285,7 +284,6 @@ def _write_pending(conn, inspection: Inspection, batch_id: str) -> int:
                 quiet_server_log(conn)
                 _delete_pending(conn, source, batch_id)
                 create_pending_table(conn, source, batch_id, typed=typed, period=inspection.delivery.period)
-                cur.execute("select set_config('ewi.batch_id', %s, true)", (batch_id,))
                 with cur.copy(copy) as cp, open(inspection.path, "rb") as fh:
                     while chunk := fh.read(1 << 20):
                         cp.write(chunk)
@@ -337,32 +335,6 @@ def type_columns_that_parse(conn, source: Source, batch_id: str) -> None:
                     _pending_table(source, batch_id), sql.Identifier(col.name), sql.Identifier(col.name)))
         except (psycopg.errors.InvalidTextRepresentation, psycopg.errors.NumericValueOutOfRange):
             pass  # the server's message quotes the value: dropped here, unread
-
-
-def _key_index_sql(source: Source, batch_id: str) -> sql.Composed:
-    """The unique index that enforces the key of the batch once it is a published partition, in C
-    collation with the pseudonym first: sorting 64-character pseudonyms that way is what makes it
-    cheap (0.6 s at a million rows against 3.4 s in the partitioned key's order and collation)."""
-    key = sql.SQL(", ").join(sql.SQL('{} collate "C"').format(sql.Identifier(c)) for c in source.key)
-    return sql.SQL("create unique index if not exists {} on {} ({})").format(
-        sql.Identifier(f"{_pending_name(source, batch_id)}_key"), _pending_table(source, batch_id), key)
-
-
-def _build_key_index(source: Source, batch_id: str) -> None:
-    """Build the key index on its own connection. A batch with duplicate keys gets none; the audit's
-    uniqueness check finds and reports them, and publishing builds it if it is still missing."""
-    try:
-        with warehouse.connect() as conn:
-            quiet_server_log(conn, session=True)
-            conn.execute("set maintenance_work_mem = '256MB'")
-            conn.execute("set max_parallel_maintenance_workers = 0")
-            conn.execute(_key_index_sql(source, batch_id))
-            conn.commit()
-    except psycopg.errors.UniqueViolation:
-        pass  # the server's message quotes the duplicated key: it is dropped here, unread
-    except psycopg.Error as exc:
-        # Never fatal here (publishing builds the index); the class alone is logged, never the text.
-        log.warning("key index of a pending batch not built in advance (%s)", type(exc).__name__)
 
 
 def _copy_error_line(exc: psycopg.Error) -> int | None:
@@ -455,22 +427,23 @@ def _remove_published_rows(conn, source: Source, batch_id: str) -> None:
 
 
 def _attach_partition(conn, source: Source, period: str, batch_id: str) -> None:
-    """The audited pending table becomes the period's partition: no row is copied. Its key index,
-    NOT NULL and CHECK constraints let PostgreSQL attach it without another scan of its own, and
-    published_at is a column default, so it costs no rewrite either. A batch loaded typed has its
-    constraints from the load; one loaded as text (a release) gets them here, at one scan."""
+    """The audited pending table becomes the period's partition: no row is copied. Its NOT NULL and
+    CHECK constraints let PostgreSQL attach it without another scan of its own, and batch_id and
+    published_at are constant column defaults, so they cost no rewrite either. A batch loaded typed
+    has its constraints from the load; one loaded as text (a release) gets them here, at one scan.
+    The key needs no index: the gate found it unique in the batch, and the partition holds that
+    batch alone, for one ISO week (decisions.md)."""
     pending = _pending_table(source, batch_id)
-    conn.execute(_key_index_sql(source, batch_id))
     not_null = sql.SQL(", ").join(
-        sql.SQL("alter column {} set not null").format(sql.Identifier(c)) for c in ("batch_id", *source.column_names))
+        sql.SQL("alter column {} set not null").format(sql.Identifier(c)) for c in source.column_names)
     checked = conn.execute("select 1 from pg_constraint where conrelid = %s::regclass and conname = %s",
                            (pending.as_string(conn), _period_check_name(source, batch_id))).fetchone()
     period_check = sql.SQL("") if checked else sql.SQL(", add constraint {} check ({} = {})").format(
         sql.Identifier(_period_check_name(source, batch_id)), sql.Identifier(source.period_column),
         sql.Literal(period))
-    conn.execute(sql.SQL("alter table {} alter column batch_id drop default, {}, "
+    conn.execute(sql.SQL("alter table {} {}, add column batch_id text not null default {}, "
                          "add column published_at timestamptz not null default now(){}").format(
-        pending, not_null, period_check))
+        pending, not_null, sql.Literal(batch_id), period_check))
     conn.execute(sql.SQL("alter table {} set schema raw").format(pending))
     conn.execute(sql.SQL("alter table {} attach partition {} for values in ({})").format(
         sql.Identifier("raw", source.name), _partition(source, batch_id), sql.Literal(period)))
@@ -478,11 +451,12 @@ def _attach_partition(conn, source: Source, period: str, batch_id: str) -> None:
 
 def _quarantine(conn, source: Source, batch_id: str, reason: str, failed: list[dict]) -> None:
     with conn.transaction():
-        columns = sql.SQL(", ").join(sql.Identifier(c) for c in ("batch_id", *source.column_names))
+        columns = sql.SQL(", ").join(sql.Identifier(c) for c in source.column_names)
         # Quarantine holds text as delivered; typed pending columns go back to their text form.
         conn.execute(
-            sql.SQL("insert into {q} ({cols}) select {cols} from {p}").format(
+            sql.SQL("insert into {q} (batch_id, {cols}) select %s, {cols} from {p}").format(
                 q=sql.Identifier("quarantine", source.name), p=_pending_table(source, batch_id), cols=columns),
+            (batch_id,),
         )
         _delete_pending(conn, source, batch_id)
         conn.execute(

@@ -5,11 +5,11 @@ table asset over the batch's own pending table, with GX's SQL execution engine, 
 never pulled into pandas. Results are kept to counts and fractions: no cell value from
 the delivery is stored, logged or rendered into Data Docs.
 
-A batch that gets a key index (a school-absence week, published as its own partition) is validated
-in two lanes, one per core: the suite's key rules run on their own GX context after the index is
-built, reading the keys in index order, while the other rules run on the main context. The two
-lanes' results are joined, in the suite's order, into one validation result: one result in the
-store, one Data Docs page, as if GX had run the suite in one go.
+The suite is validated in two lanes, one per core: the rules marked for the key lane (the
+uniqueness of a compound key, which groups the whole batch: half the audit of a million-row school
+week) run on a GX context of their own while the other rules run on the main one. The two lanes'
+results are joined, in the suite's order, into one validation result: one result in the store, one
+Data Docs page, as if GX had run the suite in one go.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import copy
 import logging
 import math
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from statistics import median
@@ -39,10 +38,10 @@ VOLUME_HISTORY = 8
 AUDIT_WORK_MEM = "256MB"
 DOCS_INDEX_LIMIT = 25
 
-#: The context the suite's key rules run on when the batch has a key index (see the module text).
+#: The lane (GX context) of the rules that group the whole batch by its key (see the module text).
 KEY_LANE = "key"
-#: An expectation whose meta carries this runs in the key lane (ewi.expectations marks it).
-READS_KEY_INDEX = "reads_key_index"
+#: An expectation's meta key naming its lane (ewi.expectations marks the key rule).
+LANE = "lane"
 #: Added to each expectation's meta for a run: its place in the suite, to join the lanes' results.
 SUITE_POSITION = "suite_position"
 
@@ -112,7 +111,7 @@ def _gx_context(lane: str = "content"):
 
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    context.data_sources.add_sql(name="warehouse", connection_string=_audit_url(url, lane))
+    context.data_sources.add_sql(name="warehouse", connection_string=_audit_url(url))
     if lane == KEY_LANE:
         _contexts[(url, lane)] = context
         return context
@@ -151,15 +150,13 @@ def _gx_context(lane: str = "content"):
     return context
 
 
-def _audit_url(url: str, lane: str = "content") -> str:
-    """The audit's connection: a uniqueness check without a key index groups a whole batch, which at
-    a million rows spills to disk with PostgreSQL's default 4 MB of work memory. The key lane groups
-    along the key index instead (an index-only scan, 0.7 s at a million rows against 1.5-2 s for
-    hashing the keys); its planner must not prefer the hash, which it costs lower."""
+def _audit_url(url: str) -> str:
+    """The audit's connection: the uniqueness check groups a whole batch, which at a million rows
+    spills to disk with PostgreSQL's default 4 MB of work memory."""
     from sqlalchemy.engine import make_url
 
-    options = f"-c work_mem={AUDIT_WORK_MEM}" + (" -c enable_hashagg=off" if lane == KEY_LANE else "")
-    return make_url(url).update_query_dict({"options": options}).render_as_string(hide_password=False)
+    return make_url(url).update_query_dict({"options": f"-c work_mem={AUDIT_WORK_MEM}"}).render_as_string(
+        hide_password=False)
 
 
 def volume_floor(conn, source: Source) -> int:
@@ -195,40 +192,40 @@ def _summarise(result: dict) -> dict:
     return summary
 
 
-def validate(batch_id: str, delivery: Delivery, params: dict, table: str,
-             build_key_index: Callable[[], None] | None = None) -> GateResult:
-    """Run the source's suite against pending.<table>, the batch's own pending table. A table asset
-    (not a query) lets GX read the column types from the catalogue for the type checks.
-
-    `build_key_index`: builds the batch's key index; given, the key rules run in their own lane
-    after it (see the module text)."""
-    from great_expectations.core import ExpectationSuite, ExpectationSuiteValidationResult
-    from great_expectations.core.run_identifier import RunIdentifier
-    from great_expectations.data_context.types.resource_identifiers import (
-        ExpectationSuiteIdentifier,
-        ValidationResultIdentifier,
-    )
-
+def validate(batch_id: str, delivery: Delivery, params: dict, table: str) -> GateResult:
+    """Run the source's suite against pending.<table>, the batch's own pending table, in two lanes
+    (see the module text). A table asset (not a query) lets GX read the column types from the
+    catalogue for the type checks."""
     source = delivery.source
     context = _gx_context()
     suite = context.suites.get(expectations.suite_name(source))
-    in_key_lane = [build_key_index is not None and bool((e.meta or {}).get(READS_KEY_INDEX))
-                   for e in suite.expectations]
-    positioned = []
+    lanes = _split_into_lanes(suite)
+    results = _run_lanes(lanes, batch_id, source, table, params)
+    joined, identifier = _store_joined_result(context, suite, batch_id, results, lanes)
+    with _locks["content"]:
+        docs_path = _build_docs_page(context, identifier)
+    return GateResult(success=joined.success, checks=[_check_result(r, params) for r in joined.results],
+                      validation_result_id=str(identifier.to_tuple()[-1]), data_docs_path=docs_path)
+
+
+def _split_into_lanes(suite) -> dict:
+    """The suite as one sub-suite per lane; each expectation carries its place in the suite."""
+    from great_expectations.core import ExpectationSuite
+
+    lanes: dict[str, list] = {"content": [], KEY_LANE: []}
     for i, e in enumerate(suite.expectations):
-        e = copy.copy(e)  # GX wants copies; each carries its place in the suite to its result
+        e = copy.copy(e)  # GX wants copies: an expectation belongs to one suite
         e.meta = {**(e.meta or {}), SUITE_POSITION: i}
-        positioned.append(e)
-    lanes = {
-        lane: ExpectationSuite(name=suite.name, expectations=[
-            e for e, key in zip(positioned, in_key_lane, strict=True) if key == (lane == KEY_LANE)])
-        for lane in ("content", KEY_LANE)
-    }
+        lanes[KEY_LANE if e.meta.get(LANE) == KEY_LANE else "content"].append(e)
+    return {lane: ExpectationSuite(name=suite.name, expectations=exps) for lane, exps in lanes.items()}
+
+
+def _run_lanes(lanes: dict, batch_id: str, source: Source, table: str, params: dict) -> dict:
+    """Each lane's validation result: the key lane on a thread of its own, the content lane here."""
     key_lane: dict = {}
 
     def run_key_lane() -> None:
         try:
-            build_key_index()
             key_lane["result"] = _run_lane(KEY_LANE, batch_id, source, table, lanes[KEY_LANE], params)
         except BaseException as exc:  # noqa: BLE001 - re-raised on the calling thread
             key_lane["error"] = exc
@@ -237,8 +234,6 @@ def validate(batch_id: str, delivery: Delivery, params: dict, table: str,
     if lanes[KEY_LANE].expectations:
         worker = threading.Thread(target=run_key_lane, name=f"key-lane-{batch_id}")
         worker.start()
-    elif build_key_index is not None:
-        build_key_index()
     try:
         content = _run_lane("content", batch_id, source, table, lanes["content"], params)
     finally:
@@ -246,55 +241,65 @@ def validate(batch_id: str, delivery: Delivery, params: dict, table: str,
             worker.join()
     if "error" in key_lane:
         raise key_lane["error"]
+    return {"content": content, **({KEY_LANE: key_lane["result"]} if worker else {})}
 
-    # The two lanes' results joined into one validation result, in the suite's order.
-    results = sorted([*content.results, *(key_lane["result"].results if worker else [])],
+
+def _store_joined_result(context, suite, batch_id: str, results: dict, lanes: dict):
+    """Join the lanes' results, in the suite's order, into one validation result, as GX would give
+    for the whole suite, and keep it in the context's store (Data Docs are rendered from there)."""
+    from great_expectations.core import ExpectationSuiteValidationResult
+    from great_expectations.core.run_identifier import RunIdentifier
+    from great_expectations.data_context.types.resource_identifiers import (
+        ExpectationSuiteIdentifier,
+        ValidationResultIdentifier,
+    )
+
+    content = results["content"]
+    ordered = sorted((r for result in results.values() for r in result.results),
                      key=lambda r: r.expectation_config.meta[SUITE_POSITION])
-    if [r.expectation_config.meta[SUITE_POSITION] for r in results] != list(range(len(suite.expectations))):
-        raise RuntimeError(f"the lanes of suite {suite.name} returned {len(results)} results "
+    if [r.expectation_config.meta[SUITE_POSITION] for r in ordered] != list(range(len(suite.expectations))):
+        raise RuntimeError(f"the lanes of suite {suite.name} returned {len(ordered)} results "
                            f"for {len(suite.expectations)} expectations")
-    passed = sum(bool(r.success) for r in results)
+    passed = sum(bool(r.success) for r in ordered)
     run_id = RunIdentifier(run_name=batch_id, run_time=datetime.now(UTC))
     joined = ExpectationSuiteValidationResult(
-        success=passed == len(results), results=results, suite_name=suite.name, batch_id=content.batch_id,
-        statistics={"evaluated_expectations": len(results), "successful_expectations": passed,
-                    "unsuccessful_expectations": len(results) - passed,
-                    "success_percent": 100.0 * passed / len(results) if results else None},
+        success=passed == len(ordered), results=ordered, suite_name=suite.name, batch_id=content.batch_id,
+        statistics={"evaluated_expectations": len(ordered), "successful_expectations": passed,
+                    "unsuccessful_expectations": len(ordered) - passed,
+                    "success_percent": 100.0 * passed / len(ordered) if ordered else None},
         meta={**content.meta, "run_id": run_id, "validation_time": run_id.run_time,
-              "lanes": {lane: len(s.expectations) for lane, s in lanes.items()}},
+              "lanes": {lane: len(sub.expectations) for lane, sub in lanes.items()}},
     )
     suite_id = ExpectationSuiteIdentifier(name=suite.name)
     identifier = ValidationResultIdentifier(expectation_suite_identifier=suite_id, run_id=run_id,
                                             batch_identifier=content.batch_id)
     with _locks["content"]:
         context.validation_results_store.store_validation_results(joined, identifier, suite_id)
-        docs_path = _build_docs_page(context, identifier)
+    return joined, identifier
 
-    checks: list[CheckResult] = []
-    for r in joined.results:
-        cfg = r.expectation_config
-        kwargs = cfg.kwargs
-        observed = _summarise(r.result or {})
-        if cfg.type == "expect_column_values_to_be_in_type_list":
-            observed["observed_value"] = str((r.result or {}).get("observed_value"))  # a type name
-        if _raised(r.exception_info):
-            # The database's message may quote a cell; only the fact leaves here. On a batch
-            # loaded as text (a value did not parse) the numeric rules cannot be evaluated.
-            observed["not_evaluated"] = True
-        if cfg.type == "expect_table_row_count_to_be_between":
-            observed["min_value"] = params["min_rows"]
-        checks.append(CheckResult(
-            expectation_type=cfg.type,
-            column=kwargs.get("column") or (",".join(kwargs["column_list"]) if kwargs.get("column_list") else None),
-            success=bool(r.success),
-            observed=observed,
-            unexpected_count=(r.result or {}).get("unexpected_count", (r.result or {}).get("observed_value")
-                                                  if cfg.type == expectations.QUERY_RULE else None),
-            notes=(cfg.meta or {}).get("notes", ""),
-        ))
-    return GateResult(success=joined.success, checks=checks,
-                      validation_result_id=str(identifier.to_tuple()[-1]),
-                      data_docs_path=docs_path)
+
+def _check_result(r, params: dict) -> CheckResult:
+    """One expectation's result as audit.check_results keeps it: counts, never a cell."""
+    cfg = r.expectation_config
+    kwargs = cfg.kwargs
+    observed = _summarise(r.result or {})
+    if cfg.type == "expect_column_values_to_be_in_type_list":
+        observed["observed_value"] = str((r.result or {}).get("observed_value"))  # a type name
+    if _raised(r.exception_info):
+        # The database's message may quote a cell; only the fact leaves here. On a batch
+        # loaded as text (a value did not parse) the numeric rules cannot be evaluated.
+        observed["not_evaluated"] = True
+    if cfg.type == "expect_table_row_count_to_be_between":
+        observed["min_value"] = params["min_rows"]
+    return CheckResult(
+        expectation_type=cfg.type,
+        column=kwargs.get("column") or (",".join(kwargs["column_list"]) if kwargs.get("column_list") else None),
+        success=bool(r.success),
+        observed=observed,
+        unexpected_count=(r.result or {}).get("unexpected_count", (r.result or {}).get("observed_value")
+                                              if cfg.type == expectations.QUERY_RULE else None),
+        notes=(cfg.meta or {}).get("notes", ""),
+    )
 
 
 def _run_lane(lane: str, batch_id: str, source: Source, table: str, suite, params: dict):
@@ -337,11 +342,9 @@ def _build_docs_page(context, identifier) -> str | None:
 
 
 def build_index() -> None:
-    """Rebuild the Data Docs index page over every validation page on disk."""
+    """Rebuild the Data Docs index page over the latest validations on disk (DOCS_INDEX_LIMIT)."""
+    context = _gx_context()
     with _locks["content"]:
-        context = _contexts.get((warehouse.sqlalchemy_url(), "content"))
-        if context is None:
-            return
         try:
             context.build_data_docs(site_names=["ewi"], build_index=True)
         except Exception:  # noqa: BLE001 - a stray file in the docs folder must not fail an ingest
