@@ -8,7 +8,8 @@ moves each ingested file to processed/<status>/. Started by hand, a run takes `p
 files) or `landing` (a folder: every *.csv in it, left in place) from its conf.
 Files already ingested come back as duplicates and change nothing, so re-running is safe.
 
-plan (prepares the warehouse) -> ingest_chunk (mapped) -> announce_<source> (one per source), summary;
+plan (prepares the warehouse) -> ingest_chunk (mapped) -> announce_<source> (one per source), summary,
+data_docs_index;
 watcher fails the run when any task failed.
 
 Deliveries of one source and period stay together in one chunk, in delivery order, because a
@@ -108,12 +109,20 @@ def ewi_ingest():
 
         raise AirflowFailException("an upstream task failed; see audit.pipeline_events")
 
+    # The Data Docs index lists the latest validations (each has its page from its own audit); it is
+    # rebuilt once per run, beside the announcements, so that publishing never waits for it.
+    @task(trigger_rule="all_done")
+    def data_docs_index() -> None:
+        orch.refresh_data_docs_index()
+
     planned = plan()
     results = ingest_chunk.expand(paths=planned)
     announced = [announce(source)(planned) for source in orch.SOURCE_NAMES]
     results >> announced
     summarised = summary(results)
-    [planned, results, *announced, summarised] >> watcher()
+    indexed = data_docs_index()
+    results >> indexed
+    [planned, results, *announced, summarised, indexed] >> watcher()
 
 
 ewi_ingest()

@@ -34,7 +34,8 @@ def _fresh_database(name: str) -> str:
 def bench_ingest(rows: int) -> dict:
     """A national-scale school_absence week through write, audit and publish, against a plain COPY
     of the same file into an unindexed table. Runs the gate in a child process so its peak RSS is
-    the ingest's own."""
+    the ingest's own. The gate is ingest_files without the Data Docs index refresh, which is timed
+    after it and reported beside it."""
     import psycopg
 
     from ewi import synth
@@ -74,8 +75,9 @@ def bench_ingest(rows: int) -> dict:
             [sys.executable, "-c",
              "import json,resource,sys,time; from pathlib import Path; from ewi.ingest import ingest_files, gate;"
              "gate.warm_up();"  # GX import and context set-up are paid once per worker, not per file
-             "t=time.perf_counter(); r=ingest_files([Path(sys.argv[1])])[0];"
-             "print(json.dumps({'status': r.status, 'rows': r.rows, 'seconds': time.perf_counter()-t,"
+             "t=time.perf_counter(); r=ingest_files([Path(sys.argv[1])], docs_index=False)[0];"
+             "s=time.perf_counter()-t; t=time.perf_counter(); gate.build_index(); i=time.perf_counter()-t;"
+             "print(json.dumps({'status': r.status, 'rows': r.rows, 'seconds': s, 'docs_index_seconds': i,"
              "'timings': r.timings, 'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024}))",
              str(path)],
             capture_output=True, text=True, check=True, env={**os.environ},
@@ -99,6 +101,10 @@ def bench_ingest(rows: int) -> dict:
         "gate_s": round(measured["seconds"], 2),
         "gate_runs_s": [round(r["seconds"], 2) for r in runs],
         "gate_rows_per_s": round(rows / measured["seconds"]),
+        # The Data Docs index page is rebuilt once per ingest call or DAG run, after publishing
+        # (each validation's own page is part of the gate): reported, outside the gate.
+        "docs_index_s": round(measured["docs_index_seconds"], 2),
+        "ratio_to_copy_with_docs_index": round((measured["seconds"] + measured["docs_index_seconds"]) / copy_s, 2),
         "ratio_to_copy": round(measured["seconds"] / copy_s, 2),
         "ratio_to_unlogged_copy": round(measured["seconds"] / unlogged_copy_s, 2),
         "timings": measured["timings"],

@@ -292,6 +292,13 @@ def ingest_chunk(paths: list[str]) -> list[dict[str, Any]]:
     return results
 
 
+def refresh_data_docs_index() -> None:
+    """Rebuild the GX Data Docs index page (the latest validations; every page stays on disk)."""
+    from ewi.ingest import gate
+
+    gate.build_index()
+
+
 def published_batches(source: str, file_names: list[str], since: datetime) -> list[dict[str, Any]]:
     """Batches of `source` among `file_names` that were published at or after `since`.
 
