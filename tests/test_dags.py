@@ -101,6 +101,14 @@ def test_announcing_tasks_run_even_when_a_chunk_failed(dagbag):
     assert dag.get_task("ingest_chunk").max_active_tis_per_dagrun == 1
 
 
+def test_the_data_docs_index_is_rebuilt_once_per_run_and_nothing_waits_for_it(dagbag):
+    dag = dagbag.dags["ewi_ingest"]
+    index = dag.get_task("data_docs_index")
+    assert index.trigger_rule == "all_done"
+    assert index.upstream_task_ids == {"ingest_chunk"}
+    assert index.downstream_task_ids == {"watcher"}  # no announcement (no dbt build) waits for it
+
+
 def test_a_failed_chunk_fails_the_ingest_run(dagbag):
     dag = dagbag.dags["ewi_ingest"]
     watcher = dag.get_task("watcher")
