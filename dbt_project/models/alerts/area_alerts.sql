@@ -46,25 +46,6 @@ results as (
     select * from ears
 ),
 
-labels (indicator, label_sv, label_en) as (
-    values
-        ('chronic_absence', 'Elever med hög frånvaro', 'Pupils with high absence'),
-        ('invalid_absence', 'Elever med hög ogiltig frånvaro', 'Pupils with high unexcused absence'),
-        ('referrals', 'Unga med orosanmälan{{ weeks_sv['referrals'] }}',
-         'Youths with a report of concern{{ weeks_en['referrals'] }}'),
-        ('contacts', 'Unga med polis-/fältkontakt{{ weeks_sv['contacts'] }}',
-         'Youths with a police/outreach contact{{ weeks_en['contacts'] }}'),
-        ('multi_signal', 'Unga med flera signaler (12 veckor)', 'Youths with several signals (12 weeks)')
-),
-
-method_names (method, name_sv, name_en) as (
-    values
-        ('farrington', 'Farrington (flexibel)', 'Farrington (flexible)'),
-        ('ears_c1', 'EARS C1', 'EARS C1'),
-        ('ears_c2', 'EARS C2', 'EARS C2'),
-        ('ears_c3', 'EARS C3', 'EARS C3')
-),
-
 controlled as (
     select
         r.*,
@@ -72,14 +53,35 @@ controlled as (
         s.iso_week,
         r.observed between 1 and {{ m - 1 }} as observed_is_suppressed,
         coalesce(r.is_alert and r.observed >= {{ min_count }}, false) as alert,
-        l.label_sv, l.label_en, n.name_sv, n.name_en,
+        -- Labels by CASE rather than joins to VALUES lists: the planner cannot estimate those joins
+        -- and chose a nested loop over every area (1.2 s against 0.2 s at two years).
+        case r.indicator
+            when 'chronic_absence' then 'Elever med hög frånvaro'
+            when 'invalid_absence' then 'Elever med hög ogiltig frånvaro'
+            when 'referrals' then 'Unga med orosanmälan{{ weeks_sv['referrals'] }}'
+            when 'contacts' then 'Unga med polis-/fältkontakt{{ weeks_sv['contacts'] }}'
+            when 'multi_signal' then 'Unga med flera signaler (12 veckor)'
+        end as label_sv,
+        case r.indicator
+            when 'chronic_absence' then 'Pupils with high absence'
+            when 'invalid_absence' then 'Pupils with high unexcused absence'
+            when 'referrals' then 'Youths with a report of concern{{ weeks_en['referrals'] }}'
+            when 'contacts' then 'Youths with a police/outreach contact{{ weeks_en['contacts'] }}'
+            when 'multi_signal' then 'Youths with several signals (12 weeks)'
+        end as label_en,
+        case r.method
+            when 'farrington' then 'Farrington (flexibel)'
+            else upper(replace(r.method, '_', ' '))
+        end as name_sv,
+        case r.method
+            when 'farrington' then 'Farrington (flexible)'
+            else upper(replace(r.method, '_', ' '))
+        end as name_en,
         to_char(r.expected, 'FM999990.0') as expected_text,
         to_char(r.upper_threshold, 'FM999990.0') as threshold_text
     from results as r
     inner join series as s
         on s.area_code = r.area_code and s.week_start = r.week_start and s.indicator = r.indicator
-    inner join labels as l on l.indicator = r.indicator
-    inner join method_names as n on n.method = r.method
 ),
 
 explained as (
