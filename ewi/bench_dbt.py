@@ -192,4 +192,7 @@ def bench_dbt(years: tuple[int, ...] = YEARS) -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(bench_dbt()))
+    import sys
+
+    # python -m ewi.bench_dbt [YEARS ...]: a subset of the sizes (the 4-year template takes longest)
+    print(json.dumps(bench_dbt(tuple(int(y) for y in sys.argv[1:]) or YEARS)))
