@@ -74,9 +74,11 @@ def _column_expectations(source: Source, col) -> list[dict]:
         exps.append(_expectation(
             "expect_column_values_to_match_regex", f"{col.name}: {col.description}", column=col.name, regex=regex))
         if low is not None and low == high:
+            # A LIKE of `_` x n holds exactly the n-character strings, as the length rule did; GX
+            # evaluates it in the same pass as the other column rules, the length rule in one of its own.
             exps.append(_expectation(
-                "expect_column_value_lengths_to_equal", f"{col.name} is {low} characters long.",
-                column=col.name, value=low))
+                "expect_column_values_to_match_like_pattern", f"{col.name} is {low} characters long.",
+                column=col.name, like_pattern="_" * low))
         elif low is not None:
             exps.append(_expectation(
                 "expect_column_value_lengths_to_be_between", f"{col.name} is {low}-{high} characters long.",
