@@ -5,6 +5,9 @@ every test of the build; only when all of them pass are the marts moved into `pu
 transaction, so readers see either the previous build or the new one, never a half or a failed one.
 Table privileges (dbt `grants`) travel with a table when it changes schema.
 
+The Farrington detector (Python, ewi.alerts) runs inside the same dbt build, as soon as the series it
+reads is built and before anything that reads its output starts (_farrington_hook).
+
 Each build and its test results are recorded in audit.dbt_runs / audit.dbt_test_results for the
 auditors. dbt's own log goes to $EWI_HOME/dbt/logs, never to stdout (`ewi transform --json`).
 
@@ -43,9 +46,10 @@ _PSEUDONYM_RE = re.compile(r"[0-9a-fA-F]{64}")
 _FAILED = {"fail", "error", "runtime error"}
 
 
-#: What reads the Farrington task's output (area_alerts and its tests): the only part of a build that
-#: must wait for it. The other alert models (the EARS SQL) run with the indicator models.
-READS_FARRINGTON = "source:alerts.farrington_results+"
+#: The model the Farrington task reads. The task runs inside the build, on dbt's event that this model
+#: is built, before dbt marks it done: the models that read both (area_alerts) wait for it, the rest of
+#: the build goes on beside it on the other thread (see _farrington_hook).
+FARRINGTON_INPUT = "model.ewi.alert_series"
 #: A seed table's comment: the checksum of the seed file and its configuration it was loaded from.
 _SEED_MARK = "ewi seed checksum "
 
@@ -60,15 +64,16 @@ def _dbt_env() -> None:
         os.environ[f"EWI_PG_{key.upper()}"] = value
 
 
-def _invoke(args: list[str], manifest=None):
+def _invoke(args: list[str], manifest=None, callbacks=None):
     """Run one dbt command in-process; its console output is switched off, its log file kept.
-    With `manifest` (what `parse` returned) dbt skips parsing the project again."""
+    With `manifest` (what `parse` returned) dbt skips parsing the project again; `callbacks` get
+    every dbt event (dbtRunner's documented hook)."""
     from dbt.cli.main import dbtRunner
 
     target, logs = _dbt_dirs()
     _dbt_env()
     project = str(config.DBT_PROJECT_DIR)
-    return dbtRunner(manifest=manifest).invoke(
+    return dbtRunner(manifest=manifest, callbacks=callbacks or []).invoke(
         [
             *args,
             "--project-dir", project,
@@ -161,6 +166,35 @@ def _seed_only_tests(manifest) -> list[str]:
                   and set(node.depends_on.nodes) <= seeds)
 
 
+def _farrington_hook(full: bool, outcome: dict):
+    """A dbt event callback that runs the Farrington task once FARRINGTON_INPUT is built.
+
+    dbt fires a node's NodeFinished event on the worker thread that built it, and marks the node
+    done (letting the nodes that depend on it start) only after its callbacks return; an exception
+    here makes dbt record the node as an error and skip everything downstream. So area_alerts reads
+    this build's Farrington results, and a failed Farrington run fails the build, as when it ran
+    between two dbt invocations, at the cost of neither a second invocation nor idle threads."""
+    def hook(event) -> None:
+        if event.info.name != "NodeFinished" or event.data.node_info.unique_id != FARRINGTON_INPUT:
+            return
+        if event.data.run_result.status not in ("success", "pass"):
+            return
+        started = time.monotonic()
+        try:
+            from ewi.alerts import run_farrington
+
+            with warehouse.connect() as conn:
+                run_farrington(conn, full=full)
+                conn.commit()
+        except Exception as exc:
+            outcome["failure"] = {"node": "farrington", "message": _scrub(f"{type(exc).__name__}: {exc}")}
+            raise
+        finally:
+            outcome["s"] = round(time.monotonic() - started, 2)
+
+    return hook
+
+
 def _reset_staging_schema(conn: psycopg.Connection) -> None:
     # Whatever is in published_next must come from this build: a failed build's leftovers must not
     # be published by the next one.
@@ -230,7 +264,7 @@ def _build_locked(select: str | None, full_refresh: bool, started: float, starte
 
     nodes, failures, success, res = [], [], True, None
     phase_seconds: list[dict] = []
-    # One parse for the whole build: the dbt phases around the Farrington step share its manifest.
+    # Parsed once, then built with the parsed manifest (the seeds' checksums come from it too).
     parse_started = time.monotonic()
     parsed = _invoke(["parse"])
     phase_seconds.append({"phase": "parse", "s": round(time.monotonic() - parse_started, 2)})
@@ -252,38 +286,30 @@ def _build_locked(select: str | None, full_refresh: bool, started: float, starte
     # --no-write-json: the results are read from dbt's return value and recorded in audit.dbt_*;
     # writing the whole manifest again after each phase cost about 0.2 s a phase.
     base = ["build", "--no-write-json"] + (["--full-refresh"] if full_refresh else [])
+    farrington: dict = {}
+    hooks = []
     if select:
         phases = [base + ["--select", select, *left_out]]
     else:
-        # The Farrington detector runs in Python between the indicator models it reads and the
-        # mart that reads its output, so a whole build is two dbt invocations around it.
-        phases = [base + ["--exclude", READS_FARRINGTON, *seed_tests, *left_out], "farrington",
-                  base + ["--select", READS_FARRINGTON, *left_out]]
+        phases = [base + [*(["--exclude", *seed_tests] if seed_tests else []), *left_out]]
+        # reloaded seeds may hold a new area register: new populations for every week
+        hooks = [_farrington_hook(full_refresh or reload_seeds, farrington)]
     for phase in phases:
         if not success:
             break
         phase_started = time.monotonic()
-        if phase == "farrington":
-            try:
-                with warehouse.connect() as conn:
-                    from ewi.alerts import run_farrington
-
-                    # reloaded seeds may hold a new area register: new populations for every week
-                    run_farrington(conn, full=full_refresh or reload_seeds)
-                    conn.commit()
-            except Exception as exc:  # noqa: BLE001 - any failure here must stop publication
-                failures.append({"node": "farrington", "message": _scrub(f"{type(exc).__name__}: {exc}")})
-                success = False
-            phase_seconds.append({"phase": "farrington", "s": round(time.monotonic() - phase_started, 2)})
-            continue
-        res = _invoke(phase, manifest)
+        res = _invoke(phase, manifest, callbacks=hooks)
         phase_seconds.append({"phase": " ".join(phase), "s": round(time.monotonic() - phase_started, 2)})
         phase_nodes = _node_results(res)
         nodes += phase_nodes
+        if "failure" in farrington:
+            failures.append(farrington["failure"])
         failures += [{"node": n["unique_id"], "message": n["message"]} for n in phase_nodes if n["status"] in _FAILED]
         if res.exception is not None:
             failures.append({"node": "dbt", "message": _scrub(str(res.exception))})
         success = success and bool(res.success) and not failures
+    if "s" in farrington:
+        phase_seconds.append({"phase": "farrington (inside the build)", "s": farrington["s"]})
     args = [a for p in phases for a in (p if isinstance(p, list) else [p])]
 
     published = False

@@ -351,6 +351,30 @@ def test_failing_test_leaves_published_untouched(conn):
     assert failed >= 1
 
 
+def test_the_farrington_task_runs_inside_the_build_before_area_alerts(conn, first_build):
+    """One dbt invocation: the Farrington results area_alerts publishes are this build's own."""
+    assert any(p["phase"].startswith("farrington") for p in first_build["timings"]["phases"])
+    assert sum(p["phase"].startswith("build") for p in first_build["timings"]["phases"]) == 1
+    computed = conn.execute("select count(*) from alerts.farrington_results").fetchone()[0]
+    published = conn.execute("select count(*) from published.area_alerts where method = 'farrington'").fetchone()[0]
+    assert computed > 0 and published == computed
+
+
+def test_a_failed_farrington_run_fails_the_build_and_leaves_published_untouched(conn, monkeypatch):
+    import ewi.alerts
+    from ewi import transform
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("Farrington could not run")
+
+    monkeypatch.setattr(ewi.alerts, "run_farrington", broken)
+    before = conn.execute("select * from published.area_alerts order by 1, 3, 5, 6").fetchall()
+    summary = transform.build()
+    assert not summary["success"] and not summary["published"]
+    assert {"node": "farrington", "message": "RuntimeError: Farrington could not run"} in summary["failures"]
+    assert conn.execute("select * from published.area_alerts order by 1, 3, 5, 6").fetchall() == before
+
+
 def test_docs_keep_lineage_for_the_auditors(first_build, tmp_path):
     import json
 
