@@ -404,12 +404,16 @@ def test_dates_outside_the_period(conn, tmp_path):
     assert_quarantined(conn, extracts.write(tmp_path, "referrals", period, rows=rows), "inside the delivery's ISO week")
 
 
-def test_iso_week_other_than_the_file_period(conn, tmp_path):
+def test_iso_week_other_than_the_file_period(conn, tmp_path, ewi_home):
     period = new_period()
     rows = extracts.rows_for("school_absence", period)
     rows[2]["iso_week"] = "2019-W01"
     assert_quarantined(conn, extracts.write(tmp_path, "school_absence", period, rows=rows),
                        "inside the delivery's ISO week")
+    # The typed load's period check refused the row, quoting it whole: not in the server's log.
+    server_log = ewi_home / "warehouse" / "log"
+    if server_log.exists():
+        assert rows[2]["person_pseudonym"] not in server_log.read_text(errors="replace")
 
 
 def test_negative_minutes(conn, tmp_path):
@@ -481,15 +485,18 @@ def test_missing_key_value(conn, tmp_path):
     assert_quarantined(conn, extracts.write(tmp_path, "contacts", period, rows=rows), "contact_id is required")
 
 
-def test_missing_value_in_a_school_week(conn, tmp_path):
+def test_missing_value_in_a_school_week(conn, tmp_path, ewi_home):
     """A school week is loaded NOT NULL; a missing value sends it to a text load, and the audit names
-    the column."""
+    the column. PostgreSQL's refusal quotes the whole row, pseudonym included: not in its log."""
     period = new_period()
     rows = extracts.rows_for("school_absence", period)
     rows[3]["school_unit_code"] = ""
     result = assert_quarantined(conn, extracts.write(tmp_path, "school_absence", period, rows=rows),
                                 "school_unit_code is required")
     assert [c["column"] for c in result.failed_checks] == ["school_unit_code"]
+    server_log = ewi_home / "warehouse" / "log"
+    if server_log.exists():
+        assert rows[3]["person_pseudonym"] not in server_log.read_text(errors="replace")
 
 
 def test_volume_drop(conn, tmp_path):
