@@ -286,31 +286,28 @@ def _build_locked(select: str | None, full_refresh: bool, started: float, starte
     # --no-write-json: the results are read from dbt's return value and recorded in audit.dbt_*;
     # writing the whole manifest again after each phase cost about 0.2 s a phase.
     base = ["build", "--no-write-json"] + (["--full-refresh"] if full_refresh else [])
+    # One dbt invocation; a whole build runs the Farrington task inside it (_farrington_hook).
     farrington: dict = {}
     hooks = []
     if select:
-        phases = [base + ["--select", select, *left_out]]
+        command = base + ["--select", select, *left_out]
     else:
-        phases = [base + [*(["--exclude", *seed_tests] if seed_tests else []), *left_out]]
+        command = base + [*(["--exclude", *seed_tests] if seed_tests else []), *left_out]
         # reloaded seeds may hold a new area register: new populations for every week
         hooks = [_farrington_hook(full_refresh or reload_seeds, farrington)]
-    for phase in phases:
-        if not success:
-            break
-        phase_started = time.monotonic()
-        res = _invoke(phase, manifest, callbacks=hooks)
-        phase_seconds.append({"phase": " ".join(phase), "s": round(time.monotonic() - phase_started, 2)})
-        phase_nodes = _node_results(res)
-        nodes += phase_nodes
+    if success:
+        build_started = time.monotonic()
+        res = _invoke(command, manifest, callbacks=hooks)
+        phase_seconds.append({"phase": " ".join(command), "s": round(time.monotonic() - build_started, 2)})
+        nodes = _node_results(res)
         if "failure" in farrington:
             failures.append(farrington["failure"])
-        failures += [{"node": n["unique_id"], "message": n["message"]} for n in phase_nodes if n["status"] in _FAILED]
+        failures += [{"node": n["unique_id"], "message": n["message"]} for n in nodes if n["status"] in _FAILED]
         if res.exception is not None:
             failures.append({"node": "dbt", "message": _scrub(str(res.exception))})
-        success = success and bool(res.success) and not failures
+        success = bool(res.success) and not failures
     if "s" in farrington:
         phase_seconds.append({"phase": "farrington (inside the build)", "s": farrington["s"]})
-    args = [a for p in phases for a in (p if isinstance(p, list) else [p])]
 
     published = False
     marts = [n["name"] for n in nodes
@@ -350,7 +347,7 @@ def _build_locked(select: str | None, full_refresh: bool, started: float, starte
         _record(
             conn,
             {**summary, "run_id": str(run_id), "started_at": started_at, "finished_at": datetime.now(UTC),
-             "command": " ".join(args)},
+             "command": " ".join(command)},
             nodes,
         )
     summary["run_id"] = str(run_id)
