@@ -243,7 +243,7 @@ def create_pending_table(conn, source: Source, batch_id: str, typed: bool = True
     partitioned source, every row in `period`; else every column as text."""
     table = _pending_table(source, batch_id)
     columns = []
-    if not source.partitioned:
+    if "batch_id" in source.pending_columns:
         columns.append(sql.SQL("batch_id text not null default {}").format(sql.Literal(batch_id)))
     for col in source.columns:
         # Typed, every column is NOT NULL as in the published table, so that publishing need not
