@@ -246,9 +246,9 @@ def build(select: str | None = None, full_refresh: bool = False) -> dict:
     """Seed, build and test the dbt project; publish the marts only if everything passed.
 
     `select` is a dbt selector; the marts it builds are published, so it must include the marts
-    they read (e.g. "+area_trends"). Returns a JSON-able summary: success, status, counts
-    (per resource type and status), failures [{node, message}], published, published_models,
-    elapsed_s, run_id.
+    they read (e.g. "+area_trends"). A whole build after a failed one is a full refresh. Returns a
+    JSON-able summary: success, status, counts (per resource type and status), failures
+    [{node, message}], published, published_models, full_refresh (and why), elapsed_s, run_id.
     """
     started = time.monotonic()
     started_at = datetime.now(UTC)
@@ -258,9 +258,20 @@ def build(select: str | None = None, full_refresh: bool = False) -> dict:
         return _build_locked(select, full_refresh, started, started_at)
 
 
+def _previous_build_failed(conn: psycopg.Connection) -> bool:
+    row = conn.execute("select success from audit.dbt_runs order by started_at desc limit 1").fetchone()
+    return row is not None and not row[0]
+
+
 def _build_locked(select: str | None, full_refresh: bool, started: float, started_at: datetime) -> dict:
+    full_refresh_reason = "asked" if full_refresh else None
     with warehouse.connect(autocommit=True) as conn:
         _reset_staging_schema(conn)
+        # A failed build may have written rows into the incremental per-person models (a failing test
+        # does not stop every model that reads the same data); an incremental build would count them
+        # as done and no longer test them. So the build after a failed one recomputes everything.
+        if not full_refresh and not select and _previous_build_failed(conn):
+            full_refresh, full_refresh_reason = True, "the previous build failed"
 
     nodes, failures, success, res = [], [], True, None
     phase_seconds: list[dict] = []
@@ -331,6 +342,8 @@ def _build_locked(select: str | None, full_refresh: bool, started: float, starte
             "failures": failures,
             "published": published,
             "published_models": marts if published else [],
+            "full_refresh": full_refresh,
+            "full_refresh_reason": full_refresh_reason,
             "seeds_reloaded": reload_seeds,
             "elapsed_s": round(time.monotonic() - started, 2),
             # where a build's time goes (make bench): each phase, and the slowest nodes

@@ -337,10 +337,13 @@ def test_failing_test_leaves_published_untouched(conn):
         "insert into raw.school_absence (batch_id, person_pseudonym, iso_week, school_unit_code, home_area_code, "
         "birth_year, scheduled_minutes, valid_absence_minutes, invalid_absence_minutes) "
         "values ('bad', %s, '2026-W15', '12345678', '2081X9999', 2012, 1000, 0, 0)", (pseudonym("intruder"),))
+    # recorded as the gate records what it publishes: a build reads the weeks published since the last one
+    insert_batch(conn, "bad", "school_absence", "2026-W15", 1)
     try:
         summary = transform.build()
     finally:
         conn.execute("delete from raw.school_absence where batch_id = 'bad'")
+        conn.execute("delete from audit.batches where batch_id = 'bad'")
     assert not summary["success"] and summary["status"] == "failed" and not summary["published"]
     assert any("relationships" in f["node"] for f in summary["failures"])
     assert all(pseudonym("intruder") not in (f["message"] or "") for f in summary["failures"])
@@ -349,6 +352,16 @@ def test_failing_test_leaves_published_untouched(conn):
     failed = conn.execute("select count(*) from audit.dbt_test_results where run_id = %s and status = 'fail'",
                           (summary["run_id"],)).fetchone()[0]
     assert failed >= 1
+
+    # The failed build wrote the intruder into a per-person model whose tests it did not wait for
+    # (they read the area register too); the next build recomputes everything, so it is gone.
+    intruder = ("select count(*) from intermediate.int_absence_person_weeks where person_pseudonym = %s",
+                (pseudonym("intruder"),))
+    assert conn.execute(*intruder).fetchone()[0] == 1
+    recovered = transform.build()
+    assert recovered["success"], recovered["failures"]
+    assert recovered["full_refresh"] and recovered["full_refresh_reason"] == "the previous build failed"
+    assert conn.execute(*intruder).fetchone()[0] == 0
 
 
 def test_the_farrington_task_runs_inside_the_build_before_area_alerts(conn, first_build):

@@ -3,33 +3,34 @@
 
   Every row carries processed_at (the build that wrote it). A build recomputes every week from
       reprocess_from = least(
-          max(week_start) already built - (window - 1) weeks,      -- the newest weeks' trailing window
+          the week after the newest week already built,                   -- weeks new to the model
           earliest week of any input row newer than max(processed_at),   -- new weeks and corrections
           earliest period of any delivery the gate decided on since max(processed_at)
       )                                                             -- (a correction may delete rows)
-  reading inputs from reprocess_from - (window - 1) weeks, so a new week costs the new week plus its
-  trailing window, and a corrected old week is recomputed with every later week it feeds.
+  and each model reads its inputs from reprocess_from minus its trailing window (3 weeks before for
+  the 4-week absence window, 11 for the 12-week signal window), so a new week costs that week and
+  its trailing window's inputs, and a corrected old week is recomputed with every later week it feeds
+  (a week's row depends only on its own trailing window, so no earlier week can change).
+  "The week after the newest built" also covers weeks that come into range without rows of their
+  own, such as a school week that never arrived between two that did.
   The strategy `replace_from` deletes the target's weeks >= reprocess_from and inserts the new rows;
   both sides evaluate the same expression against the not yet modified target.
   Assumes ingest and transform do not run at the same time (the Airflow DAGs serialise them).
 
-  Model config (under meta):  reprocess_weeks: <window in weeks>,
-                              reprocess_inputs: [[<model>, <timestamp column>], ...]  (each has week_start)
-  and the model calls reprocess_from(this, <weeks>, <inputs>) with the same values.
+  Model config (under meta):  reprocess_inputs: [[<model>, <timestamp column>], ...]  (each has week_start)
+  and the model calls reprocess_from(this, <inputs>) with the same value.
 -#}
-{% macro reprocess_from(target_relation, weeks=none, inputs=none) -%}
-    {#- The model passes its parameters (unit tests do not see its meta); the strategy reads meta. -#}
-    {%- set weeks = weeks if weeks is not none else config.meta_get('reprocess_weeks') -%}
+{% macro reprocess_from(target_relation, inputs=none) -%}
+    {#- The model passes its inputs (unit tests do not see its meta); the strategy reads meta. -#}
     {%- set inputs = inputs if inputs is not none else config.meta_get('reprocess_inputs') -%}
-    {%- if not weeks -%}
-        {{ exceptions.raise_compiler_error("reprocess_from: the model sets no meta reprocess_weeks") }}
+    {%- if inputs is none -%}
+        {{ exceptions.raise_compiler_error("reprocess_from: the model sets no meta reprocess_inputs") }}
     {%- endif -%}
-    {%- set window_days = (weeks - 1) * 7 -%}
     (
         select case
             when wm.watermark is null then date '0001-01-01'
             else least(
-                wm.max_week - {{ window_days }},
+                wm.max_week + 7,
                 {%- for input in inputs %}
                 {#- `+ 0`: with a bare min(week_start) PostgreSQL walks the week_start index from the oldest
                     week and filters on the timestamp, reading the whole history when few rows are new;

@@ -4,7 +4,6 @@
 -- Holidays: when the window has no scheduled minutes the flags are NULL (has_schedule false), so a
 -- holiday never looks like zero absence. Thresholds are compared in integers: exactly 10 % counts.
 -- depends_on: {{ ref('stg_batches') }}
-{%- set reprocess_weeks = 4 -%}
 {%- set reprocess_inputs = [['int_pupil_weeks', 'published_at']] -%}
 {#- Indexes: the reprocessing window's max(week_start) / max(processed_at), its delete and the
     tests of the rows a build wrote (macros/test_scope.sql) read a few weeks, not the history. -#}
@@ -13,11 +12,11 @@
     incremental_strategy='replace_from',
     on_schema_change='fail',
     indexes=[{'columns': ['week_start']}, {'columns': ['processed_at']}],
-    meta={'reprocess_weeks': reprocess_weeks, 'reprocess_inputs': reprocess_inputs},
+    meta={'reprocess_inputs': reprocess_inputs},
 ) }}
 
 with reprocess as (
-    {{ reprocess_start(reprocess_weeks, reprocess_inputs) }}
+    {{ reprocess_start(reprocess_inputs) }}
 ),
 
 weeks as (

@@ -3,7 +3,6 @@
 -- {invalid_absence flag, a referral, a contact} within the trailing 12 weeks, counted in the area
 -- of the person's latest record (any source) in those 12 weeks.
 -- depends_on: {{ ref('stg_batches') }}
-{%- set reprocess_weeks = 12 -%}
 {%- set reprocess_inputs = [
     ['stg_referrals', 'published_at'],
     ['stg_contacts', 'published_at'],
@@ -17,11 +16,11 @@
     incremental_strategy='replace_from',
     on_schema_change='fail',
     indexes=[{'columns': ['week_start']}, {'columns': ['processed_at']}],
-    meta={'reprocess_weeks': reprocess_weeks, 'reprocess_inputs': reprocess_inputs},
+    meta={'reprocess_inputs': reprocess_inputs},
 ) }}
 
 with reprocess as (
-    {{ reprocess_start(reprocess_weeks, reprocess_inputs) }}
+    {{ reprocess_start(reprocess_inputs) }}
 ),
 
 weeks as (

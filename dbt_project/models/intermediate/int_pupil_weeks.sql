@@ -9,18 +9,17 @@
 -- deliveries decided since then, with no scan of the rows (raw.school_absence has no index on
 -- published_at).
 -- depends_on: {{ ref('stg_batches') }}
-{%- set reprocess_weeks = 1 -%}
 {%- set reprocess_inputs = [] -%}
 {{ config(
     materialized='incremental',
     incremental_strategy='replace_from',
     on_schema_change='fail',
     indexes=[{'columns': ['week_start']}, {'columns': ['published_at']}, {'columns': ['processed_at']}],
-    meta={'reprocess_weeks': reprocess_weeks, 'reprocess_inputs': reprocess_inputs},
+    meta={'reprocess_inputs': reprocess_inputs},
 ) }}
 
 with reprocess as (
-    {{ reprocess_start(reprocess_weeks, reprocess_inputs) }}
+    {{ reprocess_start(reprocess_inputs) }}
 )
 
 select
