@@ -329,6 +329,25 @@ def test_correction_is_reprocessed_incrementally(conn):
     assert first_rebuilt == monday("2026-W05")
 
 
+def test_small_intermediate_models_refuse_bad_rows_as_they_are_written(conn):
+    """Their keys, NOT NULLs and ranges are enforced contract constraints, not data tests."""
+    keys = dict(conn.execute(
+        """select c.conrelid::regclass::text, pg_get_constraintdef(c.oid) from pg_constraint as c
+           where c.contype = 'p' and c.connamespace = 'intermediate'::regnamespace""").fetchall())
+    assert keys == {
+        "intermediate.int_weeks": "PRIMARY KEY (week_start)",
+        "intermediate.int_area_weekly_counts": "PRIMARY KEY (area_code, week_start, indicator)",
+        "intermediate.alert_series": "PRIMARY KEY (area_code, week_start, indicator)",
+        "intermediate.alert_ears": "PRIMARY KEY (area_code, week_start, indicator, method)",
+    }
+    with pytest.raises(psycopg.errors.UniqueViolation), conn.transaction():
+        conn.execute("insert into intermediate.int_weeks select * from intermediate.int_weeks limit 1")
+    with pytest.raises(psycopg.errors.NotNullViolation), conn.transaction():
+        conn.execute("update intermediate.int_weeks set iso_week = null")
+    with pytest.raises(psycopg.errors.CheckViolation), conn.transaction():
+        conn.execute("update intermediate.alert_series set observed = -1")
+
+
 def test_failing_test_leaves_published_untouched(conn):
     from ewi import transform
 
