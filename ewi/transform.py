@@ -5,8 +5,9 @@ every test of the build; only when all of them pass are the marts moved into `pu
 transaction, so readers see either the previous build or the new one, never a half or a failed one.
 Table privileges (dbt `grants`) travel with a table when it changes schema.
 
-The Farrington detector (Python, ewi.alerts) runs inside the same dbt build, as soon as the series it
-reads is built and before anything that reads its output starts (_farrington_hook).
+The Farrington detector (Python, ewi.alerts) runs beside the same dbt build, on a thread of its own
+from the moment the series it reads is built; the model that reads its output waits for it
+(_farrington_hook).
 
 Each build and its test results are recorded in audit.dbt_runs / audit.dbt_test_results for the
 auditors. dbt's own log goes to $EWI_HOME/dbt/logs, never to stdout (`ewi transform --json`).
@@ -26,6 +27,7 @@ import logging
 import os
 import re
 import shutil
+import threading
 import time
 import uuid
 from datetime import UTC, datetime
@@ -46,10 +48,11 @@ _PSEUDONYM_RE = re.compile(r"[0-9a-fA-F]{64}")
 _FAILED = {"fail", "error", "runtime error"}
 
 
-#: The model the Farrington task reads. The task runs inside the build, on dbt's event that this model
-#: is built, before dbt marks it done: the models that read both (area_alerts) wait for it, the rest of
-#: the build goes on beside it on the other thread (see _farrington_hook).
+#: The model the Farrington task reads, and the one that reads its results. The task starts on its own
+#: thread as soon as the first is built, so the EARS models and the trends go on beside it; the second
+#: waits for it as it starts (see _farrington_hook).
 FARRINGTON_INPUT = "model.ewi.alert_series"
+FARRINGTON_READER = "model.ewi.area_alerts"
 #: A seed table's comment: the checksum of the seed file and its configuration it was loaded from.
 _SEED_MARK = "ewi seed checksum "
 
@@ -167,18 +170,15 @@ def _seed_only_tests(manifest) -> list[str]:
 
 
 def _farrington_hook(full: bool, outcome: dict):
-    """A dbt event callback that runs the Farrington task once FARRINGTON_INPUT is built.
+    """A dbt event callback that runs the Farrington task beside the build.
 
-    dbt fires a node's NodeFinished event on the worker thread that built it, and marks the node
-    done (letting the nodes that depend on it start) only after its callbacks return; an exception
-    here makes dbt record the node as an error and skip everything downstream. So area_alerts reads
-    this build's Farrington results, and a failed Farrington run fails the build, as when it ran
-    between two dbt invocations, at the cost of neither a second invocation nor idle threads."""
-    def hook(event) -> None:
-        if event.info.name != "NodeFinished" or event.data.node_info.unique_id != FARRINGTON_INPUT:
-            return
-        if event.data.run_result.status not in ("success", "pass"):
-            return
+    On dbt's NodeFinished event of FARRINGTON_INPUT the task starts on a thread of its own; on the
+    NodeStart event of FARRINGTON_READER (fired on the worker thread that is about to build it) the
+    callback waits for the task, so area_alerts reads this build's results. A failed task is recorded
+    in `outcome` and fails the build (nothing is published); the callback does not raise, because an
+    exception in a NodeStart callback escapes dbt's handling of the node. `outcome["thread"]` lets the
+    caller wait for the task when the build ends before area_alerts starts."""
+    def run() -> None:
         started = time.monotonic()
         try:
             from ewi.alerts import run_farrington
@@ -188,9 +188,21 @@ def _farrington_hook(full: bool, outcome: dict):
                 conn.commit()
         except Exception as exc:
             outcome["failure"] = {"node": "farrington", "message": _scrub(f"{type(exc).__name__}: {exc}")}
-            raise
+            log.error("the Farrington task failed: %s", outcome["failure"]["message"])
         finally:
             outcome["s"] = round(time.monotonic() - started, 2)
+
+    def hook(event) -> None:
+        name = event.info.name
+        if name not in ("NodeFinished", "NodeStart"):
+            return
+        node = event.data.node_info.unique_id
+        if name == "NodeFinished" and node == FARRINGTON_INPUT:
+            if event.data.run_result.status in ("success", "pass"):
+                outcome["thread"] = threading.Thread(target=run, name="farrington", daemon=True)
+                outcome["thread"].start()
+        elif name == "NodeStart" and node == FARRINGTON_READER and "thread" in outcome:
+            outcome["thread"].join()
 
     return hook
 
@@ -297,7 +309,7 @@ def _build_locked(select: str | None, full_refresh: bool, started: float, starte
     # --no-write-json: the results are read from dbt's return value and recorded in audit.dbt_*;
     # writing the whole manifest again after each phase cost about 0.2 s a phase.
     base = ["build", "--no-write-json"] + (["--full-refresh"] if full_refresh else [])
-    # One dbt invocation; a whole build runs the Farrington task inside it (_farrington_hook).
+    # One dbt invocation; a whole build runs the Farrington task beside it (_farrington_hook).
     farrington: dict = {}
     hooks = []
     if select:
@@ -309,6 +321,8 @@ def _build_locked(select: str | None, full_refresh: bool, started: float, starte
     if success:
         build_started = time.monotonic()
         res = _invoke(command, manifest, callbacks=hooks)
+        if "thread" in farrington:  # the build may end (a failure upstream of area_alerts) before it
+            farrington["thread"].join()
         phase_seconds.append({"phase": " ".join(command), "s": round(time.monotonic() - build_started, 2)})
         nodes = _node_results(res)
         if "failure" in farrington:
@@ -318,7 +332,7 @@ def _build_locked(select: str | None, full_refresh: bool, started: float, starte
             failures.append({"node": "dbt", "message": _scrub(str(res.exception))})
         success = bool(res.success) and not failures
     if "s" in farrington:
-        phase_seconds.append({"phase": "farrington (inside the build)", "s": farrington["s"]})
+        phase_seconds.append({"phase": "farrington (beside the build)", "s": farrington["s"]})
 
     published = False
     marts = [n["name"] for n in nodes
