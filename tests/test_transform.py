@@ -329,6 +329,24 @@ def test_correction_is_reprocessed_incrementally(conn):
     assert first_rebuilt == monday("2026-W05")
 
 
+def test_published_source_rows_cannot_be_null_and_source_wide_keys_are_primary_keys(conn):
+    """What the staging models need not test: every column of every source (ewi/sources.py) is NOT
+    NULL in raw, and a key unique across all deliveries is raw's primary key."""
+    from ewi.sources import SOURCES
+
+    nullable = dict(conn.execute(
+        "select table_name || '.' || column_name, is_nullable from information_schema.columns "
+        "where table_schema = 'raw'").fetchall())
+    keys = dict(conn.execute(
+        """select c.conrelid::regclass::text, pg_get_constraintdef(c.oid) from pg_constraint as c
+           where c.contype = 'p' and c.connamespace = 'raw'::regnamespace""").fetchall())
+    for source in SOURCES.values():
+        for column in source.column_names:
+            assert nullable[f"{source.name}.{column}"] == "NO", (source.name, column)
+        if source.key_scope == "source":
+            assert keys[f"raw.{source.name}"] == f"PRIMARY KEY ({', '.join(source.key)})"
+
+
 def test_small_intermediate_models_refuse_bad_rows_as_they_are_written(conn):
     """Their keys, NOT NULLs and ranges are enforced contract constraints, not data tests."""
     keys = dict(conn.execute(
