@@ -301,6 +301,9 @@ def _build_locked(select: str | None, full_refresh: bool, started: float, starte
     if seeds and not full_refresh and not select:
         with warehouse.connect() as conn:
             reload_seeds = not _seeds_unchanged(conn, seeds)
+    if reload_seeds and not full_refresh and not select and manifest is not None:
+        # a changed area register (populations, names, areas) changes every week's published figures
+        full_refresh, full_refresh_reason = True, "the seed files changed or were never loaded"
     left_out = ["--exclude-resource-type", "unit_test"]
     seed_tests: list[str] = []
     if not reload_seeds:

@@ -3,10 +3,32 @@
 -- Absence shares: denominator = pupils with scheduled minutes in the trailing 4 weeks; when it is 0
 -- (holiday weeks, or weeks without school data) the rate is NULL and `note` says why.
 -- Other indicators: denominator = youth population (aged 6-20) from the area register.
-with spine as (
+-- Incremental like the per-person models it counts (macros/incremental_reprocessing.sql): a week's
+-- counts are those of its per-person rows, so a build recounts the weeks after the newest one
+-- counted and every week whose per-person rows a build rewrote since. A changed area register
+-- (populations, areas) changes every week: ewi/transform.py makes that build a full refresh.
+-- depends_on: {{ ref('stg_batches') }}
+{%- set reprocess_inputs = [
+    ['int_absence_person_weeks', 'processed_at'],
+    ['int_person_signal_weeks', 'processed_at'],
+] -%}
+{{ config(
+    materialized='incremental',
+    incremental_strategy='replace_from',
+    on_schema_change='fail',
+    indexes=[{'columns': ['week_start']}, {'columns': ['processed_at']}],
+    meta={'reprocess_inputs': reprocess_inputs},
+) }}
+
+with reprocess as (
+    {{ reprocess_start(reprocess_inputs) }}
+),
+
+spine as (
     select a.area_code, a.youth_population, w.week_start, w.iso_week, w.has_school_data
     from {{ ref('stg_areas') }} as a
     cross join {{ ref('int_weeks') }} as w
+    where w.week_start >= (select from_week from reprocess)
 ),
 
 absence as (
@@ -17,6 +39,7 @@ absence as (
         count(*) filter (where is_chronic_absence) as chronic,
         count(*) filter (where is_invalid_absence) as invalid
     from {{ ref('int_absence_person_weeks') }}
+    where week_start >= (select from_week from reprocess)
     group by area_code, week_start
 ),
 
@@ -24,13 +47,16 @@ signals as (
     select area_code, week_start, sum(referrals) as referrals, sum(contacts) as contacts, sum(multi) as multi
     from (
         select referral_area_code as area_code, week_start, 1 as referrals, 0 as contacts, 0 as multi
-        from {{ ref('int_person_signal_weeks') }} where has_referral
+        from {{ ref('int_person_signal_weeks') }}
+        where has_referral and week_start >= (select from_week from reprocess)
         union all
         select contact_area_code, week_start, 0, 1, 0
-        from {{ ref('int_person_signal_weeks') }} where has_contact
+        from {{ ref('int_person_signal_weeks') }}
+        where has_contact and week_start >= (select from_week from reprocess)
         union all
         select area_code_12w, week_start, 0, 0, 1
-        from {{ ref('int_person_signal_weeks') }} where is_multi_signal
+        from {{ ref('int_person_signal_weeks') }}
+        where is_multi_signal and week_start >= (select from_week from reprocess)
     ) as person_signals
     group by area_code, week_start
 ),
@@ -74,5 +100,6 @@ select
     case
         when not has_school_data then 'no_school_data'
         when is_share and denominator = 0 then 'no_scheduled_minutes'
-    end as note
+    end as note,
+    '{{ run_started_at }}'::timestamptz as processed_at
 from indicators
