@@ -9,8 +9,6 @@
     tests of the rows a build wrote (macros/test_scope.sql) read a few weeks, not the history. -#}
 {{ config(
     materialized='incremental',
-    incremental_strategy='replace_from',
-    on_schema_change='fail',
     indexes=[{'columns': ['week_start']}, {'columns': ['processed_at']}],
     meta={'reprocess_inputs': reprocess_inputs},
 ) }}

@@ -14,8 +14,6 @@
 ] -%}
 {{ config(
     materialized='incremental',
-    incremental_strategy='replace_from',
-    on_schema_change='fail',
     indexes=[{'columns': ['week_start']}, {'columns': ['processed_at']}],
     meta={'reprocess_inputs': reprocess_inputs},
 ) }}

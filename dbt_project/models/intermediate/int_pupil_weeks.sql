@@ -12,8 +12,6 @@
 {%- set reprocess_inputs = [] -%}
 {{ config(
     materialized='incremental',
-    incremental_strategy='replace_from',
-    on_schema_change='fail',
     indexes=[{'columns': ['week_start']}, {'columns': ['published_at']}, {'columns': ['processed_at']}],
     meta={'reprocess_inputs': reprocess_inputs},
 ) }}
