@@ -1,5 +1,7 @@
-"""The `ewi` command line. Exit codes: 0 success, 2 usage error, 3 a delivery was quarantined or
-rejected (ingest) or a gate failed (transform)."""
+"""The `ewi` command line. Exit codes: 0 success, 1 an unexpected error, 2 usage error, 3 a delivery
+was quarantined or rejected (ingest) or a gate failed (transform), 4 the warehouse is unreachable,
+5 the disk is full, 6 a time limit ran out, 7 a lock wait ran out (ewi.errors defines them). With
+--json every outcome, failures included, is JSON lines on stdout."""
 
 from __future__ import annotations
 
@@ -9,9 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
-EXIT_OK = 0
-EXIT_USAGE = 2
-EXIT_GATE = 3
+from ewi.errors import EXIT_GATE, EXIT_OK, EXIT_USAGE, UsageError, answer
 
 
 def _print_json(obj) -> None:
@@ -54,11 +54,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     paths = [Path(p) for p in args.paths]
     for p in paths:
         if p.is_dir():
-            print(f"ewi ingest: {p} is a directory; pass files (e.g. {p}/*.csv)", file=sys.stderr)
-            return EXIT_USAGE
+            raise UsageError(f"{p} is a directory; pass files (e.g. {p}/*.csv)")
         if not p.exists():
-            print(f"ewi ingest: no such file: {p.name}", file=sys.stderr)
-            return EXIT_USAGE
+            raise UsageError(f"no such file: {p.name}")
     results = ingest_files(paths)
     for r in results:
         if args.json:
@@ -82,8 +80,7 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
                 print(f"{row['batch_id']}  {row['source']:15} {row['period']}  {row['file_name']}  {row['reason']}")
         return EXIT_OK
     if not args.batch or not args.reason:
-        print("ewi quarantine release BATCH --reason TEXT", file=sys.stderr)
-        return EXIT_USAGE
+        raise UsageError("ewi quarantine release BATCH --reason TEXT")
     result = quarantine.release(args.batch, args.reason)
     _print_json(result.as_dict()) if args.json else print(f"{result.status} {result.reason or ''}")
     return EXIT_OK if result.status == "published" else EXIT_GATE
@@ -140,6 +137,8 @@ def cmd_airflow(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ewi", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("--debug", action="store_true",
+                        help="print the traceback of a failure (also EWI_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("warehouse", help="the PostgreSQL warehouse")
@@ -191,15 +190,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse exits 2 on usage errors already
-        return int(exc.code or 0)
+    except SystemExit as exc:  # argparse has printed the usage; exits 2 on usage errors
+        code = int(exc.code or 0)
+        if code and "--json" in argv:
+            _print_json({**UsageError("the command line is not valid; see the usage above "
+                                      "(ewi --help)").as_dict(), "command": next(iter(argv), None)})
+        return code
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    return args.func(args)
+    return answer(lambda: args.func(args), command=args.command,
+                  json_output=bool(getattr(args, "json", False)), debug=args.debug)
 
 
 if __name__ == "__main__":
