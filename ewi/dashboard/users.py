@@ -8,15 +8,19 @@ another file or holds the JSON itself.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import json
+import logging
 import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
 from ewi import config
+
+log = logging.getLogger(__name__)
 
 ROLES = ("coordinator", "auditor")
 DEMO_USERS = {"coordinator": "coordinator", "auditor": "auditor"}  # username -> role
@@ -39,18 +43,32 @@ def hash_password(password: str) -> str:
     return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${b64(salt).decode()}${b64(digest).decode()}"
 
 
-def verify_password(password: str, password_hash: str) -> bool:
+class MalformedPasswordHash(ValueError):
+    """A stored password hash that cannot be checked: it refuses every password."""
+
+
+def _scrypt_parameters(password_hash: str) -> tuple[int, int, int, bytes, bytes]:
     try:
         scheme, n, r, p, salt, digest = password_hash.split("$")
-        if scheme != "scrypt":
-            return False
-        expected = base64.b64decode(digest)
-        actual = hashlib.scrypt(
-            password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p),
-            dklen=len(expected), maxmem=64 * 1024 * 1024,
-        )
-    except (ValueError, TypeError):
-        return False
+        n, r, p = int(n), int(r), int(p)
+        salt, digest = base64.b64decode(salt, validate=True), base64.b64decode(digest, validate=True)
+    except (ValueError, TypeError, AttributeError, binascii.Error) as exc:
+        raise MalformedPasswordHash("not scrypt$n$r$p$salt$digest") from exc
+    # hash_password writes 16 bytes of salt and 32 of digest; less is a damaged or forged entry
+    if scheme != "scrypt" or n < 2 or n & (n - 1) or r < 1 or p < 1 or len(salt) < 16 or len(digest) < 16:
+        raise MalformedPasswordHash("scrypt parameters out of range")
+    return n, r, p, salt, digest
+
+
+def verify_password(password: str, password_hash: str) -> bool:
+    """Whether the password matches; raises MalformedPasswordHash when the stored hash cannot be
+    checked, so that the caller refuses the login and says why in the log (never a silent match)."""
+    n, r, p, salt, expected = _scrypt_parameters(password_hash)
+    try:
+        actual = hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p, dklen=len(expected),
+                                maxmem=64 * 1024 * 1024)
+    except (ValueError, TypeError, OverflowError, MemoryError) as exc:  # e.g. a cost beyond maxmem
+        raise MalformedPasswordHash("scrypt refused the parameters") from exc
     return hmac.compare_digest(actual, expected)
 
 
@@ -88,7 +106,12 @@ def authenticate(username: str, password: str) -> User | None:
     if user is None:
         verify_password(password, _DUMMY_HASH)
         return None
-    return user if verify_password(password, user.password_hash) else None
+    try:
+        return user if verify_password(password, user.password_hash) else None
+    except MalformedPasswordHash as exc:
+        # fail closed, loudly: the entry must be set again (`ewi dashboard add-user`)
+        log.error("dashboard user %s cannot log in: the stored password hash is malformed (%s)", username, exc)
+        return None
 
 
 def save_users(users: dict[str, User], path: Path | None = None) -> Path:
