@@ -1,9 +1,11 @@
 """The dashboard web application (FastAPI, server-rendered Jinja2 pages, SVG charts).
 
 Coordinators see published, disclosure-controlled indicators only; auditors also see every
-delivery and its checks. Sessions are signed cookies (itsdangerous through Starlette's
-SessionMiddleware) that expire; forms carry a CSRF token kept in the session; every login and
-every export is appended to audit.access_log.
+delivery and its checks. A session is a record on the server (ewi.dashboard.sessions) named by a
+random id in a signed cookie (itsdangerous through Starlette's SessionMiddleware); a logout
+revokes it, and every request reads the user's role from the users file again. Failed logins are
+throttled per user and per address. Forms carry a CSRF token kept in the session; every login,
+lockout and export is appended to audit.access_log.
 """
 
 from __future__ import annotations
@@ -11,10 +13,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import os
 import re
 import secrets
-import time
 from collections import defaultdict
 from datetime import date, timedelta
 from pathlib import Path
@@ -30,7 +32,7 @@ from psycopg.types.json import Jsonb
 from starlette.middleware.sessions import SessionMiddleware
 
 from ewi import config
-from ewi.dashboard import charts, data, lineage, users
+from ewi.dashboard import charts, data, lineage, sessions, users
 from ewi.dashboard.i18n import (
     INDICATORS,
     LANGS,
@@ -41,12 +43,15 @@ from ewi.dashboard.i18n import (
     text,
 )
 
+log = logging.getLogger(__name__)
+
 HERE = Path(__file__).parent
 SESSION_IDLE_SECONDS = int(os.environ.get("EWI_DASHBOARD_SESSION_SECONDS", 8 * 3600))
 SESSION_ABSOLUTE_SECONDS = 12 * 3600
 DEFAULT_WEEKS = 52
 _AREA_CODE = re.compile(r"^[0-9A-Za-z_-]{1,32}$")
 _NO_STORE = {"Cache-Control": "no-store"}
+HSTS = "max-age=31536000"  # a year; no includeSubDomains: the municipality's other hosts are not ours to pin
 
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 
@@ -76,11 +81,20 @@ def _session_secret() -> str:
 
 
 def current_user(request: Request) -> dict:
-    s = request.session
-    if not s.get("user") or time.time() - s.get("login_at", 0) > SESSION_ABSOLUTE_SECONDS:
-        s.pop("user", None)
+    """The user of a live server-side session, with the role the users file gives them now: a
+    removed user, or one whose password was set again, is logged out; a changed role applies."""
+    session_id = request.session.get("sid")
+    if not session_id:
         raise LoginRequired()
-    return {"username": s["user"], "role": s["role"]}
+    found = sessions.use(session_id, SESSION_IDLE_SECONDS, SESSION_ABSOLUTE_SECONDS)
+    user = users.load_users().get(found[0]) if found else None
+    if user is None or sessions.credential(user.password_hash) != found[1]:
+        if found:
+            sessions.end(session_id, "user_changed")
+        request.session.pop("sid", None)
+        raise LoginRequired()
+    request.state.user = {"username": user.username, "role": user.role}
+    return request.state.user
 
 
 def coordinator(user: Annotated[dict, Depends(current_user)]) -> dict:
@@ -135,7 +149,8 @@ def lang_of(request: Request) -> str:
 # ---------------------------------------------------------------- rendering helpers
 
 
-def _page(request: Request, name: str, lang: str, user: dict | None, status_code: int = 200, **context):
+def _page(request: Request, name: str, lang: str, user: dict | None, status_code: int = 200,
+          headers: dict | None = None, **context):
     def num(value, suppressed: bool = False, decimals: int = 1) -> str:
         return fmt_number(value, lang, decimals=decimals, suppressed=suppressed)
 
@@ -156,7 +171,8 @@ def _page(request: Request, name: str, lang: str, user: dict | None, status_code
         "freshness": None,
     }
     base.update(context)
-    return templates.TemplateResponse(request, name, base, status_code=status_code, headers=_NO_STORE)
+    return templates.TemplateResponse(request, name, base, status_code=status_code,
+                                      headers={**_NO_STORE, **(headers or {})})
 
 
 def _freshness(conn) -> list[data.SourceStatus]:
@@ -263,17 +279,24 @@ def create_app() -> FastAPI:
     )
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
 
+    https = os.environ.get("EWI_DASHBOARD_HTTPS") == "1"
+
     @app.middleware("http")
     async def security_headers(request: Request, call_next):
         response = await call_next(request)
         if request.url.path.startswith("/audit/docs/"):
             # GX Data Docs pages carry their own inline scripts and styles
-            csp = "default-src 'self' 'unsafe-inline'; img-src 'self' data:"
+            csp = "default-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'"
         else:
             csp = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"
         response.headers.setdefault("Content-Security-Policy", csp)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "same-origin")
+        if not request.url.path.startswith("/static/"):
+            # everything but the stylesheet is data a shared computer's cache must not keep
+            response.headers.setdefault("Cache-Control", "no-store")
+        if https:
+            response.headers.setdefault("Strict-Transport-Security", HSTS)
         return response
 
     @app.exception_handler(LoginRequired)
@@ -286,9 +309,8 @@ def create_app() -> FastAPI:
     @app.exception_handler(Forbidden)
     async def forbidden(request: Request, exc: Forbidden):
         lang = lang_of(request)
-        user = ({"username": request.session["user"], "role": request.session.get("role")}
-                if request.session.get("user") else None)
-        return _page(request, "message.html", lang, user, status_code=403, message=text(lang)["forbidden"])
+        return _page(request, "message.html", lang, getattr(request.state, "user", None), status_code=403,
+                     message=text(lang)["forbidden"])
 
     @app.get("/healthz")
     def healthz():
@@ -306,16 +328,33 @@ def create_app() -> FastAPI:
               csrf: str = Form(""), next: str = Form("/")):
         _check_csrf(request, csrf)
         lang = lang_of(request)
-        user = users.authenticate(username, password)
+        # an unknown "username" may be anything typed by mistake, an identity number too: it is
+        # never logged nor kept, so only the address throttles it
+        known = username if username in users.load_users() else None
+        address = sessions.address_key(request.client.host if request.client else None)
+        with sessions.login_guard(known, address) as guard:
+            wait = guard.wait()
+            # refused before the password is checked: a locked-out guess learns nothing
+            user = users.authenticate(username, password) if not wait else None
+            if user is not None:
+                guard.succeeded()
+            lockouts = guard.failed() if user is None and not wait else {}
+        if wait:
+            return _page(request, "login.html", lang, None, status_code=429, next=next, failed=False,
+                         throttled=True, headers={"Retry-After": str(wait)})
         if user is None:
-            known = username in users.load_users()
-            # an unknown "username" may be anything typed by mistake: never log it
-            record_access("login", None, request, success=False,
-                          username=username if known else "(unknown)")
+            record_access("login", None, request, success=False, username=known or "(unknown)")
+            for scope, seconds in lockouts.items():
+                log.warning("dashboard login locked for %s s after repeated failures: %s %s", seconds, scope,
+                            known if scope == "user" else address)
+                record_access("login_lockout", None, request, success=False, username=known or "(unknown)",
+                              detail={"scope": scope, "seconds": seconds,
+                                      **({"address": address} if scope == "address" else {})})
             return _page(request, "login.html", lang, None, status_code=401, next=next, failed=True)
+        session_id = sessions.new_session_id()
+        sessions.start(session_id, user.username, user.password_hash)
         request.session.clear()  # a fresh session on login: no fixation
-        request.session.update({"user": user.username, "role": user.role, "login_at": time.time(),
-                                "lang": lang, "csrf": secrets.token_urlsafe(32)})
+        request.session.update({"sid": session_id, "lang": lang, "csrf": secrets.token_urlsafe(32)})
         record_access("login", {"username": user.username, "role": user.role}, request)
         safe_next = next if re.match(r"^/(?![/\\])", next) else "/"  # no open redirect
         return RedirectResponse(safe_next, status_code=303)
@@ -324,6 +363,8 @@ def create_app() -> FastAPI:
     def logout(request: Request, csrf: str = Form("")):
         _check_csrf(request, csrf)
         lang = request.session.get("lang", "sv")
+        if request.session.get("sid"):
+            sessions.end(request.session["sid"], "logout")  # every copy of the cookie is done with
         request.session.clear()
         request.session["lang"] = lang
         return RedirectResponse("/login", status_code=303)
