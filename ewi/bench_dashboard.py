@@ -38,12 +38,13 @@ def _two_year_database() -> str:
     """bench_dbt's two-year database with its published marts; built here when it is missing."""
     import psycopg
 
-    from ewi import bench_dbt, warehouse
+    from ewi import bench_dbt, migrate, warehouse
 
     name = bench_dbt.work_database(2)
     try:
-        with psycopg.connect(warehouse.dsn(name)) as conn:
+        with psycopg.connect(warehouse.dsn(name), autocommit=True) as conn:
             if conn.execute("select to_regclass('published.area_weekly_indicators')").fetchone()[0]:
+                migrate.migrate(conn)  # one left by an older round may predate the session store
                 return name
     except psycopg.OperationalError:
         pass
@@ -59,6 +60,8 @@ def _two_year_database() -> str:
             os.environ.pop("EWI_WAREHOUSE_DB", None)
         else:
             os.environ["EWI_WAREHOUSE_DB"] = saved
+    with psycopg.connect(warehouse.dsn(name), autocommit=True) as conn:
+        migrate.migrate(conn)
     return name
 
 
