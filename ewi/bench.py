@@ -1,6 +1,6 @@
 """`make bench`: speed and memory figures, measured on this machine, never asserted in unit tests.
 
-    python -m ewi.bench [ingest] [dbt] [dashboard] [--rows N]
+    python -m ewi.bench [ingest] [dbt] [dashboard] [latency] [sessions] [--rows N]
 
 Each benchmark runs against its own database on the warehouse server and prints one JSON line.
 """
@@ -137,7 +137,14 @@ def bench_latency() -> dict:
     return run()
 
 
-BENCHMARKS = {"ingest": bench_ingest, "dbt": bench_dbt, "dashboard": bench_dashboard, "latency": bench_latency}
+def bench_sessions() -> dict:
+    from ewi.bench_sessions import bench_sessions as run
+
+    return run()
+
+
+BENCHMARKS = {"ingest": bench_ingest, "dbt": bench_dbt, "dashboard": bench_dashboard, "latency": bench_latency,
+              "sessions": bench_sessions}
 
 
 def main(argv: list[str] | None = None) -> int:
