@@ -114,6 +114,16 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         users.set_user(args.name, args.role, password)
         print(f"user {args.name} ({args.role}) saved to {users.users_file()}")
         return EXIT_OK
+    if args.action == "remove-user":
+        if not args.name:
+            print("ewi dashboard remove-user NAME", file=sys.stderr)
+            return EXIT_USAGE
+        if not users.remove_user(args.name):
+            print(f"ewi dashboard: no user {args.name} in {users.users_file()}", file=sys.stderr)
+            return EXIT_USAGE
+        # the dashboard reads the users file on every request: open sessions end at their next page
+        print(f"user {args.name} removed from {users.users_file()}")
+        return EXIT_OK
     if args.demo_users:
         import secrets
 
@@ -171,8 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full-refresh", action="store_true")
     p.set_defaults(func=cmd_transform)
 
-    p = sub.add_parser("dashboard", help="serve the dashboard, or add a dashboard user")
-    p.add_argument("action", nargs="?", choices=["serve", "add-user"], default="serve")
+    p = sub.add_parser("dashboard", help="serve the dashboard, or add or remove a dashboard user")
+    p.add_argument("action", nargs="?", choices=["serve", "add-user", "remove-user"], default="serve")
     p.add_argument("name", nargs="?")
     p.add_argument("--role", choices=["coordinator", "auditor"])
     p.add_argument("--demo-users", action="store_true",

@@ -189,6 +189,18 @@ def test_a_deleted_user_is_logged_out_at_the_next_request(server):
     assert _replay(server, saved) == 303
 
 
+def test_ewi_dashboard_remove_user_ends_the_users_sessions(server):
+    client = _login(server, "audit")
+    done = subprocess.run([sys.executable, "-m", "ewi.cli", "dashboard", "remove-user", "audit"],
+                          capture_output=True, text=True, env=dict(os.environ), timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert client.get("/audit").status_code == 303
+    assert _try_login(_client(server), "audit", PASSWORDS["audit"]).status_code == 401
+    again = subprocess.run([sys.executable, "-m", "ewi.cli", "dashboard", "remove-user", "audit"],
+                           capture_output=True, text=True, env=dict(os.environ), timeout=60)
+    assert again.returncode == 2 and "no user audit" in again.stderr
+
+
 def test_a_new_password_ends_the_sessions_opened_with_the_old_one(server):
     client = _login(server, "coord")
     # as an administrator resets it: `ewi dashboard add-user` with the password on stdin

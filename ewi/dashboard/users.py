@@ -137,6 +137,15 @@ def set_user(username: str, role: str, password: str) -> User:
     return users[username]
 
 
+def remove_user(username: str) -> bool:
+    """Take one user out of the users file; False when there was no such user."""
+    users = load_users() if users_file().exists() else {}
+    if users.pop(username, None) is None:
+        return False
+    save_users(users)
+    return True
+
+
 def ensure_demo_users() -> dict[str, str]:
     """Make sure the demo users `coordinator` and `auditor` exist. Returns {username: password}
     for the users created now (the only moment their passwords are known); empty when they all
