@@ -24,7 +24,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from ewi import warehouse
-from ewi.ingest import gate
+from ewi.ingest import gate, pseudonyms
 from ewi.ingest.reading import Inspection, Rejection, fingerprint, inspect, safe_file_name
 from ewi.sources import Delivery, Source, parse_file_name
 
@@ -107,6 +107,11 @@ def ingest_file(path: Path) -> IngestResult:
             return _record_rejection(conn, result, path, size, sha, batch_id, rejection, resume=True)
         result.rows = rows
         lap("write")
+        try:
+            pseudonyms.check_pending(conn, _pending_table(inspection.delivery.source, batch_id), rows)
+        except Rejection as rejection:
+            return _record_rejection(conn, result, path, size, sha, batch_id, rejection, resume=True)
+        lap("pseudonyms")
         audit_and_decide(conn, inspection.delivery, batch_id, rows, result, lap)
     log.info("%s: %s (%s rows) %s", result.file, result.status, result.rows, result.timings)
     return result
