@@ -164,6 +164,14 @@ def test_a_cookie_saved_before_logout_no_longer_works(server):
     assert _replay(server, saved, "/export/overview.csv") == 401
 
 
+def test_logging_in_again_ends_the_session_it_replaces(server):
+    client = _login(server, "coord")
+    first = client.cookies["ewi_session"]
+    assert _try_login(client, "audit", PASSWORDS["audit"]).status_code == 303
+    assert client.get("/audit").status_code == 200
+    assert _replay(server, first) == 303
+
+
 def test_a_demoted_user_loses_the_old_role_at_the_next_request(server, env):
     from ewi.dashboard import users
 

@@ -351,6 +351,8 @@ def create_app() -> FastAPI:
                               detail={"scope": scope, "seconds": seconds,
                                       **({"address": address} if scope == "address" else {})})
             return _page(request, "login.html", lang, None, status_code=401, next=next, failed=True)
+        if request.session.get("sid"):
+            sessions.end(request.session["sid"], "logout")  # the session this login replaces
         session_id = sessions.new_session_id()
         sessions.start(session_id, user.username, user.password_hash)
         request.session.clear()  # a fresh session on login: no fixation
