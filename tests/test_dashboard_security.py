@@ -279,6 +279,35 @@ def test_wrong_passwords_for_one_user_are_throttled_with_growing_waits(server, e
     assert _try_login(client, "coord", PASSWORDS["coord"]).status_code == 303
 
 
+def test_waits_stop_growing_at_15_minutes_and_a_success_or_a_quiet_day_forgets_them(server, env):
+    client = _client(server)
+
+    def user_row(conn):
+        return conn.execute("select failures, locked_until > now() as locked from dashboard_auth.login_throttle "
+                            "where scope = 'user' and key = 'coord'").fetchone()
+
+    assert _try_login(client, "coord", "guess-1").status_code == 401
+    with psycopg.connect(env["dsn"], autocommit=True) as conn:
+        # ten failures in a row behind it: the 11th would wait 30 s * 2^6 = 32 min, capped at 15
+        conn.execute("update dashboard_auth.login_throttle set failures = 10 where scope = 'user'")
+        assert _try_login(client, "coord", "guess-11").status_code == 401
+        locked = _try_login(client, "coord", PASSWORDS["coord"])
+        assert locked.status_code == 429 and 870 < int(locked.headers["Retry-After"]) <= 900
+
+        # the wait over, the right password clears the count: the next typo starts from one
+        conn.execute("update dashboard_auth.login_throttle set locked_until = now() where scope = 'user'")
+        assert _try_login(client, "coord", PASSWORDS["coord"]).status_code == 303
+        assert user_row(conn) is None
+        assert _try_login(_client(server), "coord", "typo").status_code == 401
+        assert user_row(conn) == (1, None)
+
+        # ten failures, the last more than a day ago: forgotten, this one is the first
+        conn.execute("update dashboard_auth.login_throttle set failures = 10, "
+                     "last_failure_at = now() - interval '25 hours' where scope = 'user'")
+        assert _try_login(_client(server), "coord", "typo").status_code == 401
+        assert user_row(conn) == (1, None)
+
+
 def test_guesses_sent_all_at_once_are_throttled_like_one_after_another(server):
     clients = [_client(server) for _ in range(30)]
     tokens = [_csrf(c) for c in clients]
