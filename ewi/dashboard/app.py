@@ -272,14 +272,12 @@ def _docs_url(data_docs_path: str | None) -> str | None:
 
 def create_app() -> FastAPI:
     app = FastAPI(title="EWI dashboard", docs_url=None, redoc_url=None, openapi_url=None)
+    https = os.environ.get("EWI_DASHBOARD_HTTPS") == "1"
     app.add_middleware(
         SessionMiddleware, secret_key=_session_secret(), session_cookie="ewi_session",
-        max_age=SESSION_IDLE_SECONDS, same_site="strict",
-        https_only=os.environ.get("EWI_DASHBOARD_HTTPS") == "1",
+        max_age=SESSION_IDLE_SECONDS, same_site="strict", https_only=https,
     )
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
-
-    https = os.environ.get("EWI_DASHBOARD_HTTPS") == "1"
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next):
@@ -293,7 +291,7 @@ def create_app() -> FastAPI:
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "same-origin")
         if not request.url.path.startswith("/static/"):
-            # everything but the stylesheet is data a shared computer's cache must not keep
+            # everything but the stylesheet and script is data a shared computer's cache must not keep
             response.headers.setdefault("Cache-Control", "no-store")
         if https:
             response.headers.setdefault("Strict-Transport-Security", HSTS)
