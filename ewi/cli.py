@@ -53,9 +53,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     setup.init_warehouse()
     paths = [Path(p) for p in args.paths]
     for p in paths:
-        if p.is_dir():
+        # A symbolic link is not followed here: ingest refuses it, with an audit record.
+        if p.is_dir() and not p.is_symlink():
             raise UsageError(f"{p} is a directory; pass files (e.g. {p}/*.csv)")
-        if not p.exists():
+        if not p.exists() and not p.is_symlink():
             raise UsageError(f"no such file: {p.name}")
     results = ingest_files(paths)
     for r in results:

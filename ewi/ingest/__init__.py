@@ -25,7 +25,7 @@ from psycopg.types.json import Jsonb
 
 from ewi import warehouse
 from ewi.ingest import gate, pseudonyms
-from ewi.ingest.reading import Inspection, Rejection, fingerprint, inspect, safe_file_name
+from ewi.ingest.reading import Inspection, Rejection, fingerprint, inspect, open_regular, safe_file_name
 from ewi.sources import Delivery, Source, parse_file_name
 
 log = logging.getLogger(__name__)
@@ -84,10 +84,14 @@ def ingest_file(path: Path) -> IngestResult:
         clock = now
 
     with warehouse.connect() as conn:
-        size, sha = fingerprint(path)
         delivery = parse_file_name(path.name)
         if delivery:
             result.source, result.period = delivery.source.name, delivery.period
+        try:
+            size, sha = fingerprint(path)
+        except Rejection as refusal:  # not a regular file: recorded without checksum, nothing was read
+            result.batch_id = _new_batch_id()
+            return _record_rejection(conn, result, path, None, None, result.batch_id, refusal, resume=False)
         prior = _prior_delivery(conn, sha)
         if prior and prior["status"] != "pending":
             return _record_duplicate(conn, result, path, size, sha, prior)
@@ -289,7 +293,7 @@ def _write_pending(conn, inspection: Inspection, batch_id: str) -> int:
                 quiet_server_log(conn)
                 _delete_pending(conn, source, batch_id)
                 create_pending_table(conn, source, batch_id, typed=typed, period=inspection.delivery.period)
-                with cur.copy(copy) as cp, open(inspection.path, "rb") as fh:
+                with cur.copy(copy) as cp, open_regular(inspection.path) as fh:
                     while chunk := fh.read(1 << 20):
                         cp.write(chunk)
                 rows = cur.rowcount

@@ -1,16 +1,21 @@
 """Reading a delivered file as the contract, before any of its content reaches the warehouse.
 
 One streaming pass decides the encoding, counts rows and scans every byte for personal identity
-numbers; the file is never held in memory whole. Reject reasons are fixed texts plus, at most,
-column names from the header (scanned first): no cell content is ever echoed.
+numbers; the file is never held in memory whole, and no line may exceed MAX_LINE_BYTES nor a field
+MAX_FIELD_BYTES. Reject reasons say what is wrong in counts, positions and the contract's own
+column names: nothing of the file (no cell, no header name) is ever echoed.
 """
 
 from __future__ import annotations
 
 import codecs
 import csv
+import errno
 import hashlib
 import json
+import os
+import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +23,14 @@ from ewi.ingest.identifiers import CANDIDATE_RE, bytes_contain_identity_number, 
 from ewi.sources import IDENTIFIER_COLUMN_RE, Delivery, parse_file_name
 
 CHUNK = 1 << 20
+#: The contract's longest line is about 200 bytes (a 64-hex pseudonym and seven short values); the
+#: bounds leave room for any honest export while keeping a one-line file of gigabytes from being
+#: held or parsed (decisions.md).
+MAX_LINE_BYTES = 64 * 1024
+MAX_FIELD_BYTES = 1024
+#: A manifest is four short values.
+MAX_MANIFEST_BYTES = 64 * 1024
+_FIELD_SEPARATORS = re.compile(rb"[,;]")
 
 
 class Rejection(Exception):
@@ -47,10 +60,43 @@ class Inspection:
     ends_with_newline: bool = True
 
 
+#: What a path that is not a regular file is, as a reason names it (never its target or content).
+_NOT_REGULAR = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe"),
+                (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def refuse_unless_regular(mode: int, what: str = "the path") -> None:
+    """A delivery is a regular file. A symbolic link could lead anywhere (another file, /dev/zero),
+    a named pipe or a device may never end: they are refused on their lstat, never opened."""
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _NOT_REGULAR if test(mode)), "not a regular file")
+        raise Rejection("not_a_regular_file", f"{what} is {kind}, not a regular file; nothing of it was read")
+
+
+def open_regular(path: Path):
+    """Open a delivered file for reading, refusing anything but a regular file: checked on its lstat
+    before opening, then on the opened file itself, in case the path was swapped in between."""
+    refuse_unless_regular(os.lstat(path).st_mode)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # became a symbolic link after the lstat
+            refuse_unless_regular(stat.S_IFLNK)
+        raise
+    fh = open(fd, "rb")  # noqa: SIM115 - returned to the caller's with-block
+    try:
+        refuse_unless_regular(os.fstat(fd).st_mode)
+    except Rejection:
+        fh.close()
+        raise
+    return fh
+
+
 def fingerprint(path: Path) -> tuple[int, str]:
+    """(size, sha256) of a regular file, read in blocks. Raises Rejection for anything else."""
     digest = hashlib.sha256()
     size = 0
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         while chunk := fh.read(CHUNK):
             digest.update(chunk)
             size += len(chunk)
@@ -72,10 +118,11 @@ def _scan(path: Path, encoding: str) -> tuple[int, bool, bool, str]:
     an identity number, first line)."""
     decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
     newlines = 0
+    lines_before = 0  # whole lines already checked, for the line numbers in a reason
     carry = b""
     first_line = None
     last_byte = b""
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         while True:
             chunk = fh.read(CHUNK)
             final = not chunk
@@ -86,13 +133,38 @@ def _scan(path: Path, encoding: str) -> tuple[int, bool, bool, str]:
             block = carry + chunk
             cut = len(block) if final else block.rfind(b"\n") + 1
             lines, carry = block[:cut], block[cut:]
-            if first_line is None and (b"\n" in lines or final):
-                first_line = lines.split(b"\n", 1)[0].decode(encoding)
             if lines and bytes_contain_identity_number(lines):
                 return newlines, False, True, ""
+            _check_sizes(lines, lines_before, carry)
+            lines_before += lines.count(b"\n")
+            if first_line is None and (b"\n" in lines or final):
+                first_line = lines.split(b"\n", 1)[0].decode(encoding)
             if final:
                 break
     return newlines, last_byte == b"\n", False, first_line or ""
+
+
+def _check_sizes(lines: bytes, lines_before: int, unfinished: bytes) -> None:
+    """Raise if a line of `lines` (whole lines, following `lines_before` others) or the `unfinished`
+    line after them is longer than the bounds. Only a line longer than a field may hold one that is
+    too long, so legitimate files pay one split per block. A field is counted between commas and
+    semicolons, whichever the delimiter turns out to be (a quoted field holding either is counted in
+    pieces; its line's bound still holds)."""
+    if len(unfinished) > MAX_LINE_BYTES:
+        number = lines_before + lines.count(b"\n") + 1
+        raise Rejection("line_too_long", f"line {number} is longer than {MAX_LINE_BYTES} bytes "
+                        "(the contract's lines are about 200)")
+    if len(lines) <= MAX_FIELD_BYTES:
+        return
+    split = lines.split(b"\n")
+    if max(map(len, split)) <= MAX_FIELD_BYTES:
+        return
+    for number, line in enumerate(split, start=lines_before + 1):
+        if len(line) > MAX_LINE_BYTES:
+            raise Rejection("line_too_long", f"line {number} is longer than {MAX_LINE_BYTES} bytes "
+                            "(the contract's lines are about 200)")
+        if len(line) > MAX_FIELD_BYTES and max(map(len, _FIELD_SEPARATORS.split(line))) > MAX_FIELD_BYTES:
+            raise Rejection("field_too_long", f"a field on line {number} is longer than {MAX_FIELD_BYTES} bytes")
 
 
 def _decide_encoding(path: Path, head: bytes) -> tuple[str, str, int, bool, str]:
@@ -124,10 +196,17 @@ def _sniff_delimiter(first_line: str) -> str:
 
 def check_manifest(inspection: Inspection) -> None:
     manifest_path = inspection.path.with_name(inspection.path.name + ".manifest.json")
-    if not manifest_path.exists():
+    if not os.path.lexists(manifest_path):
         return
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        with open_regular(manifest_path) as fh:
+            raw = fh.read(MAX_MANIFEST_BYTES + 1)
+    except Rejection:
+        raise Rejection("manifest", "the manifest sidecar is not a regular file; it was not read") from None
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise Rejection("manifest", f"the manifest sidecar is larger than {MAX_MANIFEST_BYTES} bytes")
+    try:
+        manifest = json.loads(raw.decode("utf-8"))
         declared_rows = int(manifest["row_count"])
         declared_sha = str(manifest["sha256"]).lower()
     except (ValueError, KeyError, TypeError, UnicodeDecodeError):
@@ -154,7 +233,7 @@ def inspect(path: Path, known: tuple[int, str] | None = None) -> Inspection:
         raise Rejection("file_name", "name is not {source}_{YYYY-Www}_{YYYYMMDDTHHMM}.csv for a known source")
     if size == 0:
         raise Rejection("empty", "the file is empty")
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         head = fh.read(CHUNK)
     codec, copy_encoding, newlines, ends_nl, first_line = _decide_encoding(path, head)
     first_line = first_line.rstrip("\r")
@@ -167,7 +246,10 @@ def inspect(path: Path, known: tuple[int, str] | None = None) -> Inspection:
                         "Windows-1252 dialect is semicolon-separated)")
     if delimiter == ";" and is_ascii:
         copy_encoding = "WIN1252"  # plain ASCII reads the same either way
-    header = [h.strip() for h in next(csv.reader([first_line], delimiter=delimiter))]
+    try:
+        header = [h.strip() for h in next(csv.reader([first_line], delimiter=delimiter))]
+    except csv.Error:  # e.g. a carriage return inside the line; the message is not passed on
+        raise Rejection("dialect", "the header row is not a CSV row") from None
     result.encoding, result.delimiter, result.header = copy_encoding, delimiter, header
     result.ends_with_newline = ends_nl
     result.rows = max(newlines - 1, 0) + (0 if ends_nl else 1) if newlines else 0
@@ -176,24 +258,40 @@ def inspect(path: Path, known: tuple[int, str] | None = None) -> Inspection:
     return result
 
 
+def _positions(header: list[str], wanted) -> str:
+    """1-based positions of the header fields for which `wanted` holds, as a reason may name them
+    (the first 20: a header line may hold thousands of fields)."""
+    positions = [str(i) for i, h in enumerate(header, start=1) if wanted(h)]
+    return ", ".join(positions[:20]) + (", …" if len(positions) > 20 else "")
+
+
 def check_header(inspection: Inspection) -> None:
+    """The header against the contract. A reason names the contract's columns that are missing and
+    counts and places the file's own: a header field may be anything, a pseudonym or a name when
+    the header row is missing, so it is never quoted."""
     source = inspection.delivery.source
     header = inspection.header
-    identifying = [h for h in header if IDENTIFIER_COLUMN_RE.search(h) and h not in source.column_names]
-    if identifying:
-        raise Rejection("direct_identifier",
-                        f"column(s) named like a direct identifier: {', '.join(sorted(identifying))[:200]}")
-    if len(set(header)) != len(header):
-        raise Rejection("dialect", "the header repeats a column name")
     expected = set(source.column_names)
+    identifying = [h for h in header if IDENTIFIER_COLUMN_RE.search(h) and h not in expected]
+    if identifying:
+        raise Rejection("direct_identifier", f"{len(identifying)} column(s) named like a direct identifier, "
+                        f"at position(s) {_positions(header, lambda h: h in identifying)}")
+    if len(set(header)) != len(header):
+        repeated = [h for h in header if header.count(h) > 1]
+        raise Rejection("dialect", "the header repeats a column name, at positions "
+                        f"{_positions(header, lambda h: h in repeated)}")
     missing = sorted(expected - set(header))
     extra = sorted(set(header) - expected)
+    where = f"{len(extra)} of {len(header)} header field(s) outside the contract, at position(s) " \
+            f"{_positions(header, lambda h: h not in expected)}"
     if missing:
         detail = f"missing column(s): {', '.join(missing)}"
+        if len(missing) == len(expected):
+            detail = f"none of the contract's {len(expected)} columns in the first line (no header row?)"
         if extra:
-            detail += f"; unexpected column(s): {', '.join(extra)[:200]}"
+            detail += f"; {where}"
         # A header that split into one field was almost certainly cut with the wrong delimiter.
         code = "dialect" if len(header) == 1 else "missing_columns"
         raise Rejection(code, detail)
     if extra:
-        raise Rejection("unexpected_columns", f"column(s) outside the contract: {', '.join(extra)[:200]}")
+        raise Rejection("unexpected_columns", where)
