@@ -562,6 +562,57 @@ def test_a_released_school_week_becomes_its_partition_with_the_constraints_a_typ
         conn.execute("delete from ref.areas where area_code = '2081C9970'")
 
 
+def test_releasing_a_quarantined_original_after_its_correction_was_published_changes_nothing(conn, tmp_path):
+    """The original (delivered first) is held for an area missing from the register; its correction
+    is published; then the area is added and the original released. The release must refuse: a
+    correction is never undone by its original, even when the original would now pass the gate."""
+    from ewi import quarantine
+
+    period = new_period()
+    rows = extracts.rows_for("contacts", period)
+    rows[0]["home_area_code"] = "2081C9960"
+    original = assert_quarantined(conn, extracts.write(tmp_path / "a", "contacts", period, rows=rows,
+                                                       delivered=datetime(2030, 2, 1, 6, 0)), "area register")
+    correction = ingest_one(extracts.write(tmp_path / "b", "contacts", period,
+                                           rows=extracts.rows_for("contacts", period, n=38),
+                                           delivered=datetime(2030, 2, 1, 7, 0)))
+    assert correction.status == "published"
+    before = snapshot(conn)
+    conn.execute("insert into ref.areas values ('2081C9960', 'Ny stadsdel', 'C', 100, 5, 5, 5, 5, 5)")
+    try:
+        released = quarantine.release(original.batch_id, "area 2081C9960 added to the register")
+        assert released.status == "quarantined" and released.reason.startswith("stale:"), released
+        assert snapshot(conn) == before
+        assert conn.execute("select array_agg(distinct batch_id), count(*) from raw.contacts where batch_id in "
+                            "(%s, %s)", (original.batch_id, correction.batch_id)).fetchone() == (
+            [correction.batch_id], 38)
+        assert batch(conn, correction.batch_id)["status"] == "published"
+        assert batch(conn, original.batch_id)["status"] == "quarantined"
+        assert conn.execute("select count(*) from quarantine.contacts where batch_id = %s",
+                            (original.batch_id,)).fetchone()[0] == 40
+    finally:
+        conn.execute("delete from raw.contacts where home_area_code = '2081C9960'")
+        conn.execute("delete from ref.areas where area_code = '2081C9960'")
+
+
+def test_a_quarantined_file_sent_again_is_a_duplicate_and_changes_nothing(conn, tmp_path):
+    period = new_period()
+    rows = extracts.rows_for("referrals", period)
+    rows[0]["home_area_code"] = "2081C9961"
+    path = extracts.write(tmp_path, "referrals", period, rows=rows)
+    held = assert_quarantined(conn, path, "area register")
+    before = snapshot(conn)
+    again = ingest_one(path)
+    assert again.status == "duplicate" and again.batch_id != held.batch_id, again
+    assert again.reason == f"duplicate: same sha256 as batch {held.batch_id} (quarantined)"
+    assert batch(conn, again.batch_id)["duplicate_of"] == held.batch_id
+    assert batch(conn, held.batch_id)["status"] == "quarantined"
+    assert conn.execute("select count(*) from quarantine.referrals where batch_id in (%s, %s)",
+                        (held.batch_id, again.batch_id)).fetchone()[0] == 40
+    assert not pending_tables(conn, again.batch_id)
+    assert snapshot(conn) == before
+
+
 # --- crash recovery ----------------------------------------------------------------------------
 
 def test_a_retry_after_a_crash_resumes_the_pending_batch_without_doubling(conn, tmp_path):
