@@ -152,7 +152,7 @@ create table published.area_trends (
 create table published.load_status (
     source text, last_published_period text, last_published_week_start date, last_published_at timestamptz,
     last_published_rows integer, last_delivery_period text, last_delivery_received_at timestamptz,
-    gate_result text, gate_reason text);
+    gate_result text, gate_reason_code text);
 create table published.area_alerts (
     area_code text, week_start date, indicator text, method text, observed numeric, expected numeric,
     upper_threshold numeric, score numeric, is_alert boolean, explanation_sv text, explanation_en text);
@@ -188,10 +188,10 @@ def dashboard_env(warehouse_ready, tmp_path_factory):
             stale_week = latest - timedelta(weeks=3)
             cur.executemany(
                 "insert into published.load_status (source, last_published_period, last_published_week_start, "
-                "last_published_at, last_delivery_period, gate_result, gate_reason) "
+                "last_published_at, last_delivery_period, gate_result, gate_reason_code) "
                 "values (%s, %s, %s, %s, %s, %s, %s)", [
                     ("school_absence", _iso(latest), latest, now, _iso(latest), "published", None),
-                    ("referrals", _iso(latest), latest, now, _iso(latest), "quarantined", "birth_year out of range"),
+                    ("referrals", _iso(latest), latest, now, _iso(latest), "quarantined", "checks_failed"),
                     ("contacts", _iso(stale_week), stale_week, now - timedelta(weeks=3), _iso(stale_week),
                      "published", None),
                 ])
@@ -346,6 +346,7 @@ def test_freshness_is_always_shown_with_banners_for_stale_and_quarantined_source
     assert len(stale) == 1 and "contacts" in stale[0].text()
     quarantined = page.find_all("div", class_="quarantine-banner")
     assert len(quarantined) == 1 and "referrals" in quarantined[0].text()
+    assert "(quarantined, checks_failed)" in quarantined[0].text()
 
 
 def test_area_page_shows_weekly_values_trends_and_alerts(coordinator, dashboard_env):

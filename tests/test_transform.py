@@ -152,8 +152,10 @@ def test_published_tables_have_the_contract_columns(conn):
         "rate_unit", "is_suppressed", "note"]
     assert {"rate_4w", "rate_12w", "rate_4w_change_1y", "municipality_rate_4w"} <= set(cols["area_trends"])
     assert {"indicator", "numerator", "denominator", "rate", "is_suppressed"} <= set(cols["municipality_weekly"])
-    assert {"source", "last_published_period", "last_published_at", "gate_result"} <= set(
+    assert {"source", "last_published_period", "last_published_at", "gate_result", "gate_reason_code"} <= set(
         cols["load_status"])
+    # The dashboard role reads load_status: a reason code, never the reason's text.
+    assert not [c for c in cols["load_status"] if "reason" in c and c != "gate_reason_code"]
     assert conn.execute("select count(*) from information_schema.tables where table_schema = 'published_next'"
                         ).fetchone()[0] == 0
 

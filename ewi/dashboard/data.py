@@ -273,6 +273,8 @@ class SourceStatus:
     stale: bool
     quarantined: bool
     quarantine_status: str | None
+    #: the code of the gate's reason (missing_columns, checks_failed, ...): the mart holds no reason text
+    reason_code: str | None = None
 
 
 _BAD_GATE = ("quarantined", "rejected", "fail", "failed", "error")
@@ -302,7 +304,9 @@ def load_status(conn: psycopg.Connection, today: date | None = None) -> list[Sou
     period_col = _pick(cols, r"^last_published_period$", r"^last_period$", r"period", r"iso_week",
                        r"week_start", r"week", exclude=("_at",))
     at_col = _pick(cols, r"^last_published_at$", r"^published_at$", r"published_at", r"_at$")
-    gate_col = _pick(cols, r"^gate_result$", r"^last_gate_result$", r"gate", r"^status$", r"result")
+    gate_col = _pick(cols, r"^gate_result$", r"^last_gate_result$", r"gate", r"^status$", r"result",
+                     exclude=("reason",))
+    code_col = _pick(cols, r"^gate_reason_code$")
     delivery_cols = [c for c in cols if re.search(r"deliver|batch|status|gate|result", c)]
     statuses = []
     for r in conn.execute("select * from published.load_status order by source").fetchall():
@@ -318,6 +322,7 @@ def load_status(conn: psycopg.Connection, today: date | None = None) -> list[Sou
             stale=end is None or today - end > STALE_AFTER,
             quarantined=bad is not None,
             quarantine_status=bad,
+            reason_code=r.get(code_col) if code_col else None,
         ))
     return statuses
 

@@ -1,5 +1,6 @@
 -- Per source: the last published period, when it was published, and the gate's decision on the
--- source's latest delivery (from audit.batches). Every source has a row, delivered or not.
+-- source's latest delivery (from audit.batches), as a status and a reason code: the dashboard role
+-- reads this table, and a reason's text is for auditors. Every source has a row, delivered or not.
 with sources as (
     select source from (values ('school_absence'), ('referrals'), ('contacts')) as s (source)
 ),
@@ -29,7 +30,9 @@ select
     d.period::text as last_delivery_period,
     d.received_at::timestamptz as last_delivery_received_at,
     d.status::text as gate_result,
-    d.reason::text as gate_reason
+    -- The reason's code only (`missing_columns`, `checks failed` as `checks_failed`, ...): the
+    -- reason text is for auditors, and the release reason after the code is an engineer's free text.
+    replace(substring(d.reason from '^([a-z][a-z_ ]{0,39}):'), ' ', '_')::text as gate_reason_code
 from sources as s
 left join last_published as p on p.source = s.source
 left join last_delivery as d on d.source = s.source
