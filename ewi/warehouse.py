@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +18,7 @@ import psycopg
 from psycopg import conninfo
 
 from ewi import config
+from ewi.errors import DiskFull
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,11 @@ def _embedded_server():
     _quiet_platformdirs()
     import pgserver
 
+    from ewi import embedded_server
+
+    # pgserver would take a killed postmaster's zombie for a running server, and gives a start
+    # (crash recovery included) 10 s: an existing data directory is started here instead.
+    embedded_server.ensure_running(_pgdata())
     return pgserver.get_server(_pgdata(), cleanup_mode=None)
 
 
@@ -70,14 +77,49 @@ def stop() -> bool:
     if config.configured_dsn():
         return False
     pgdata = _pgdata()
-    if not (pgdata / "postmaster.pid").exists():
-        return False
     _quiet_platformdirs()
+    from ewi import embedded_server
+
+    running = embedded_server.read_postmaster(pgdata)
+    if running is None or not running.alive:
+        return False  # a killed server leaves its postmaster.pid: the next start recovers it
     from pgserver._commands import pg_ctl
 
     user = "pgserver" if os.geteuid() == 0 else None
     pg_ctl(["-w", "-t", "120", "-m", "fast", "stop"], pgdata=pgdata, user=user)
     return True
+
+
+#: Disk a load may take at its peak, per byte of the delivered file: the pending table and its
+#: write-ahead log, then the copy into raw (a school-absence week becomes its partition instead).
+#: Measured 2.4 for a 1M-row week that publishes (`python -m ewi.bench disk`, docs/benchmarks.md,
+#: "Disk a load needs").
+LOAD_DISK_FACTOR = 3.0
+#: The same when a value does not parse and the file is loaded again as text: the typed attempt's
+#: log, the text table, one rewrite per integer column that parses, and the copy into quarantine,
+#: all in one transaction. Measured 14.9 for the same week with one bad value.
+TEXT_RELOAD_DISK_FACTOR = 16.0
+#: Kept free beyond any load, for the audit records, the checkpoint and the files beside them.
+DISK_RESERVE_MB = 64
+
+
+def ensure_room_for_load(file_bytes: int, factor: float = LOAD_DISK_FACTOR) -> None:
+    """Refuse a load, before anything is written, when the embedded warehouse's disk cannot hold it:
+    PostgreSQL stops (PANIC) when its write-ahead log cannot be written, and a load that fails for
+    lack of space leaves its table's files behind. An external server's disk is not visible from
+    here: its full disk is reported as the server refuses the write (SQLSTATE 53100)."""
+    if config.configured_dsn():
+        return
+    pgdata = _pgdata()
+    reserve = int(float(os.environ.get("EWI_DISK_RESERVE_MB", DISK_RESERVE_MB)) * 1e6)
+    needed = int(file_bytes * factor) + reserve
+    free = shutil.disk_usage(pgdata if pgdata.exists() else config.ewi_home()).free
+    if needed > free:
+        raise DiskFull(
+            f"not enough disk space for this load: it needs about {needed / 1e6:.0f} MB "
+            f"({factor:g} x the file's {file_bytes / 1e6:.1f} MB, plus {reserve / 1e6:.0f} MB "
+            f"kept free) and {free / 1e6:.0f} MB are free under {pgdata}; nothing was published: free "
+            f"space and run the command again")
 
 
 def connection_parts(dsn_: str | None = None) -> dict[str, str]:
