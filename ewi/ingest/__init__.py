@@ -104,6 +104,7 @@ def ingest_file(path: Path) -> IngestResult:
         except Rejection as rejection:
             return _record_rejection(conn, result, path, size, sha, batch_id, rejection, resume=bool(prior))
 
+        warehouse.ensure_room_for_load(size)  # before the batch is registered: a refusal leaves nothing
         _register_pending(conn, inspection, batch_id, resume=bool(prior))
         try:
             rows = _write_pending(conn, inspection, batch_id)
@@ -306,6 +307,7 @@ def _write_pending(conn, inspection: Inspection, batch_id: str) -> int:
                 log.info("%s: a value is missing, does not parse as its column's type or is outside the "
                          "period; loading it as text for the audit",
                          inspection.file_name)
+                warehouse.ensure_room_for_load(inspection.size, warehouse.TEXT_RELOAD_DISK_FACTOR)
                 continue
             raise Rejection("malformed", "rows do not parse as the header's columns") from None
         except psycopg.errors.DataError as exc:
