@@ -19,7 +19,11 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ewi.ingest.identifiers import CANDIDATE_RE, bytes_contain_identity_number, is_identity_number
+from ewi.ingest.identifiers import (
+    bytes_contain_identity_number,
+    contains_identity_number,
+    redact_identity_numbers,
+)
 from ewi.sources import IDENTIFIER_COLUMN_RE, Delivery, parse_file_name
 
 CHUNK = 1 << 20
@@ -105,11 +109,8 @@ def fingerprint(path: Path) -> tuple[int, str]:
 
 def safe_file_name(name: str) -> str:
     """The file name as it may be recorded: a name that itself carries an identity number is
-    recorded redacted."""
-    def redact(m):
-        return "[redacted]" if is_identity_number(m[1], m[2]) else m[0]
-
-    return CANDIDATE_RE.sub(redact, name)[:255]
+    recorded redacted, in whatever form the number is written."""
+    return redact_identity_numbers(name)[:255]
 
 
 def _scan(path: Path, encoding: str) -> tuple[int, bool, bool, str]:
@@ -133,7 +134,7 @@ def _scan(path: Path, encoding: str) -> tuple[int, bool, bool, str]:
             block = carry + chunk
             cut = len(block) if final else block.rfind(b"\n") + 1
             lines, carry = block[:cut], block[cut:]
-            if lines and bytes_contain_identity_number(lines):
+            if lines and bytes_contain_identity_number(lines, encoding):
                 return newlines, False, True, ""
             _check_sizes(lines, lines_before, carry)
             lines_before += lines.count(b"\n")
@@ -205,6 +206,13 @@ def check_manifest(inspection: Inspection) -> None:
         raise Rejection("manifest", "the manifest sidecar is not a regular file; it was not read") from None
     if len(raw) > MAX_MANIFEST_BYTES:
         raise Rejection("manifest", f"the manifest sidecar is larger than {MAX_MANIFEST_BYTES} bytes")
+    # Anywhere in it, escaped in JSON or not: refused before any of its values can reach a reason.
+    try:
+        decoded = json.dumps(json.loads(raw.decode("utf-8", errors="replace")), ensure_ascii=False)
+    except (ValueError, RecursionError):
+        decoded = ""
+    if bytes_contain_identity_number(raw) or contains_identity_number(decoded):
+        raise Rejection("direct_identifier", "the manifest sidecar contains a personal identity number")
     try:
         manifest = json.loads(raw.decode("utf-8"))
         declared_rows = int(manifest["row_count"])
