@@ -49,15 +49,17 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def cmd_ingest(args: argparse.Namespace) -> int:
     from ewi import setup
     from ewi.ingest import ingest_files
+    from ewi.ingest.reading import safe_file_name
 
     setup.init_warehouse()
     paths = [Path(p) for p in args.paths]
     for p in paths:
         # A symbolic link is not followed here: ingest refuses it, with an audit record.
+        shown = safe_file_name(str(p))  # a name may itself hold an identity number
         if p.is_dir() and not p.is_symlink():
-            raise UsageError(f"{p} is a directory; pass files (e.g. {p}/*.csv)")
+            raise UsageError(f"{shown} is a directory; pass files (e.g. {shown}/*.csv)")
         if not p.exists() and not p.is_symlink():
-            raise UsageError(f"no such file: {p.name}")
+            raise UsageError(f"no such file: {safe_file_name(p.name)}")
     results = ingest_files(paths)
     for r in results:
         if args.json:

@@ -148,6 +148,23 @@ def test_a_number_in_the_last_line_of_a_large_file_is_found(conn, tmp_path, capl
     assert_rejected_without_trace(conn, path, caplog, "121212\u20131212")
 
 
+def test_ewi_ingest_rejects_the_file_and_prints_no_number(conn, tmp_path, capsys):
+    from ewi.cli import EXIT_GATE, EXIT_USAGE, main
+
+    period = new_period()
+    rows = extracts.rows_for("referrals", period)
+    rows[7]["reporter_category"] = "P121212\u20131212"
+    path = extracts.write(tmp_path, "referrals", period, rows=rows)
+    assert main(["ingest", "--json", str(path)]) == EXIT_GATE
+    [line] = capsys.readouterr().out.splitlines()
+    assert json.loads(line)["reason"].startswith("direct_identifier:")
+    assert "121212" not in line
+    (tmp_path / "121212-1212").mkdir()
+    for not_a_file in ("elev_121212\u20131212.csv", "121212-1212"):  # missing; a directory
+        assert main(["ingest", str(tmp_path / not_a_file)]) == EXIT_USAGE
+        assert "121212" not in capsys.readouterr().err
+
+
 # --- what is not a number: the file is published -----------------------------------------------
 
 def _date_and_luhn_valid_runs(text: str) -> int:
