@@ -183,6 +183,23 @@ def test_nothing_looks_like_a_personal_identity_number(generated):
     assert not offending, offending[:20]
 
 
+def test_the_reading_stage_rejects_no_generated_file(generated):
+    """Every file of the generated weeks (every source, both dialects, manifests) passes the ingest's
+    reading stage: its identity-number scan of every byte, the header and the manifest checks."""
+    from ewi.ingest.reading import Rejection, inspect
+
+    out, _ = generated
+    files = sorted(out.glob("*.csv"))
+    rejected = []
+    for path in files:
+        try:
+            inspect(path)
+        except Rejection as rejection:
+            rejected.append((path.name, rejection.code))
+    assert len(files) >= 3 * WEEKS - 3
+    assert not rejected, rejected[:20]
+
+
 def test_keys_are_unique(extracts):
     for path, extract in extracts["school_absence"]:
         keys = Counter((r["person_pseudonym"], r["iso_week"], r["school_unit_code"]) for r in extract["rows"])
