@@ -4,6 +4,8 @@ now passes, and the engineer's reason is kept in the audit trail."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from psycopg import sql
 
 from ewi import warehouse
@@ -11,12 +13,15 @@ from ewi.ingest import (
     IngestResult,
     _delete_pending,
     _pending_table,
+    _record_rejection,
     audit_and_decide,
     create_pending_table,
     later_delivery_published,
     quiet_server_log,
     type_columns_that_parse,
 )
+from ewi.ingest.pseudonyms import check_pending
+from ewi.ingest.reading import Rejection
 from ewi.sources import SOURCES, parse_file_name
 
 
@@ -71,6 +76,12 @@ def release(batch_id: str, reason: str) -> IngestResult:
                 (f"release requested: {reason}"[:500], batch_id),
             )
         result.rows = rows
+        conn.commit()  # the batch is pending again, out of quarantine, before it is checked
+        try:
+            # A batch quarantined before the check existed may hold unkeyed hashes: never published.
+            check_pending(conn, _pending_table(source, batch_id), rows)
+        except Rejection as rejection:
+            return _record_rejection(conn, result, Path(row[2]), None, None, batch_id, rejection, resume=True)
         audit_and_decide(conn, delivery, batch_id, rows, result)
         if result.status == "published":
             result.reason = f"released from quarantine: {reason}"

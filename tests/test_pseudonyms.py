@@ -100,11 +100,12 @@ def _dialect(data: bytes) -> tuple[str, str, str]:
 
 
 def with_unkeyed_pseudonyms(original: Path, out_dir: Path, algorithm: str, form: str, samordning: bool = False,
-                            every: int = 1, upper: bool = False) -> tuple[Path, set[str]]:
+                            every: int = 1, upper: bool = False,
+                            first_area: str | None = None) -> tuple[Path, set[str]]:
     """A copy of a delivered file, same dialect and name, in which the pseudonym of every `every`-th
     person is the unkeyed hash of an identity number born in the row's birth year. Returns the file
     and every string that must not leave the ingest: the numbers (10 digits and as written) and the
-    pseudonyms."""
+    pseudonyms. `first_area`: the first row's home area instead of its own."""
     data = original.read_bytes()
     encoding, delimiter, line_end = _dialect(data)
     reader = csv.DictReader(io.StringIO(data.decode(encoding), newline=""), delimiter=delimiter)
@@ -127,6 +128,8 @@ def with_unkeyed_pseudonyms(original: Path, out_dir: Path, algorithm: str, form:
             row["person_pseudonym"] = digest.upper() if upper else digest
             secrets |= {ten, written, digest}
         rows.append(row)
+    if first_area:
+        rows[0]["home_area_code"] = first_area
     buf = io.StringIO(newline="")
     writer = csv.DictWriter(buf, fieldnames=reader.fieldnames, delimiter=delimiter, lineterminator=line_end)
     writer.writeheader()
@@ -150,15 +153,16 @@ def ewi_ingest(capsys, path: Path) -> tuple[int, dict, str]:
     return code, line, captured.out + captured.err
 
 
-def left_in_tables(conn, source: str, batch_id: str) -> int:
+def left_in_tables(conn, source: str, batch_id: str, audited: bool = False) -> int:
+    """Tables and rows the batch left (and, unless it was `audited` before, check results)."""
     left = conn.execute(
         "select count(*) from information_schema.tables where table_schema in ('pending', 'raw') "
         "and table_name like %s", (f"%{batch_id}",)).fetchone()[0]
     for table in (f"quarantine.{source}", f"raw.{source}", f"pending.{source}_legacy"):
         left += conn.execute(f"select count(*) from {table} where batch_id = %s",  # noqa: S608
                              (batch_id,)).fetchone()[0]
-    return left + conn.execute("select count(*) from audit.check_results where batch_id = %s",
-                               (batch_id,)).fetchone()[0]
+    return left + (0 if audited else conn.execute("select count(*) from audit.check_results where batch_id = %s",
+                                                  (batch_id,)).fetchone()[0])
 
 
 def recorded_text(conn) -> str:
@@ -210,6 +214,30 @@ def test_a_second_file_is_checked_against_the_birth_year_kept_from_the_first(con
         code, result, _ = ewi_ingest(capsys, path)
         assert (code, result["status"], result["reason"].split(":")[0]) == \
             (EXIT_GATE, "rejected", "reversible_pseudonym")
+
+
+def test_a_batch_quarantined_before_the_check_existed_is_rejected_when_released(conn, delivered, tmp_path,
+                                                                               capsys, monkeypatch):
+    area = "2081C9981"  # not in the register: the file is quarantined, as a version without the check did
+    path, secrets = with_unkeyed_pseudonyms(delivered[("contacts", WEEKS[0])], tmp_path / "landing", "sha256", "12",
+                                            first_area=area)
+    with monkeypatch.context() as older:
+        older.setattr(pseudonyms, "check_pending", lambda *args, **kwargs: None)
+        code, held, _ = ewi_ingest(capsys, path)
+    assert held["status"] == "quarantined"
+
+    conn.execute("insert into ref.areas values (%s, 'Ny stadsdel', 'C', 100, 5, 5, 5, 5, 5)", (area,))
+    try:
+        code = main(["quarantine", "release", held["batch_id"], "--reason", "area added", "--json"])
+        captured = capsys.readouterr()
+        [released] = [json.loads(x) for x in captured.out.splitlines() if x.startswith("{")]
+        assert code == EXIT_GATE and released["status"] == "rejected"
+        assert released["reason"].split(":")[0] == "reversible_pseudonym"
+        assert left_in_tables(conn, "contacts", held["batch_id"], audited=True) == 0
+        assert not any(s in captured.out + captured.err + recorded_text(conn) for s in secrets)
+    finally:
+        conn.execute("delete from raw.contacts where home_area_code = %s", (area,))
+        conn.execute("delete from ref.areas where area_code = %s", (area,))
 
 
 @pytest.mark.parametrize("form", sorted(FORMS))
