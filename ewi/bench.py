@@ -1,6 +1,6 @@
 """`make bench`: speed and memory figures, measured on this machine, never asserted in unit tests.
 
-    python -m ewi.bench [ingest] [dbt] [dashboard] [latency] [sessions] [disk] [recovery] [--rows N]
+    python -m ewi.bench [ingest] [dbt] [dashboard] [latency] [sessions] [disk] [recovery] [pseudonyms] [--rows N]
 
 Each benchmark runs against its own database on the warehouse server and prints one JSON line.
 """
@@ -155,8 +155,15 @@ def bench_recovery() -> dict:
     return run()
 
 
+def bench_pseudonyms(rows: int) -> dict:
+    from ewi.bench_pseudonyms import bench_pseudonyms as run
+
+    return run(rows)
+
+
 BENCHMARKS = {"ingest": bench_ingest, "dbt": bench_dbt, "dashboard": bench_dashboard, "latency": bench_latency,
-              "sessions": bench_sessions, "disk": bench_disk, "recovery": bench_recovery}
+              "sessions": bench_sessions, "disk": bench_disk, "recovery": bench_recovery,
+              "pseudonyms": bench_pseudonyms}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     for name in args.which:
         started = time.perf_counter()
-        result = BENCHMARKS[name](args.rows) if name in ("ingest", "disk") else BENCHMARKS[name]()
+        result = BENCHMARKS[name](args.rows) if name in ("ingest", "disk", "pseudonyms") else BENCHMARKS[name]()
         result["wall_s"] = round(time.perf_counter() - started, 1)
         print(json.dumps(result), flush=True)
     return 0
