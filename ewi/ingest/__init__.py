@@ -2,6 +2,7 @@
 duplicate, with a reason in audit.batches.
 
     write    COPY the file into pending.<source>, tagged with a new batch id, in one transaction
+    check    reject the batch if its pseudonyms are unkeyed hashes of identity numbers (ewi.ingest.pseudonyms)
     audit    run the source's GX suite against the pending batch (ewi.ingest.gate)
     publish  move the batch into raw.<source> in one transaction, replacing the batch it corrects
     or quarantine  move it into quarantine.<source> with the failed checks
