@@ -176,6 +176,17 @@ def test_a_field_longer_than_the_bound_is_refused_with_its_line(conn, tmp_path):
     assert result["reason"] == "field_too_long: a field on line 6 is longer than 1024 bytes"
 
 
+def test_a_long_field_past_the_first_megabyte_is_refused_with_its_line(conn, tmp_path):
+    """The file is read in blocks of 1 MiB; the line number counts the lines of earlier blocks."""
+    period = "2022-W29"
+    rows = extracts.rows_for("contacts", period, n=12_000)
+    rows[11_000]["agency"] = NAME * 100
+    path = extracts.write(tmp_path, "contacts", period, rows=rows)
+    assert path.stat().st_size > 1.2 * (1 << 20)
+    result = assert_refused(conn, path, "field_too_long", [NAME, rows[11_000]["contact_id"]])
+    assert result["reason"] == "field_too_long: a field on line 11002 is longer than 1024 bytes"
+
+
 def test_a_header_with_a_carriage_return_inside_is_refused_not_crashed(conn, tmp_path):
     columns = list(SOURCES["contacts"].column_names)
     data = (",".join(columns[:3]) + "\rx" + NAME + "," + ",".join(columns[3:]) + "\n").encode()

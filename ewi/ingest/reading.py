@@ -119,7 +119,6 @@ def _scan(path: Path, encoding: str) -> tuple[int, bool, bool, str]:
     an identity number, first line)."""
     decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
     newlines = 0
-    lines_before = 0  # whole lines already checked, for the line numbers in a reason
     carry = b""
     first_line = None
     last_byte = b""
@@ -128,6 +127,7 @@ def _scan(path: Path, encoding: str) -> tuple[int, bool, bool, str]:
             chunk = fh.read(CHUNK)
             final = not chunk
             decoder.decode(chunk, final=final)
+            lines_before = newlines  # the carried line has no newline: every one counted ends a line
             if chunk:
                 last_byte = chunk[-1:]
                 newlines += chunk.count(b"\n")
@@ -137,7 +137,6 @@ def _scan(path: Path, encoding: str) -> tuple[int, bool, bool, str]:
             if lines and bytes_contain_identity_number(lines, encoding):
                 return newlines, False, True, ""
             _check_sizes(lines, lines_before, carry)
-            lines_before += lines.count(b"\n")
             if first_line is None and (b"\n" in lines or final):
                 first_line = lines.split(b"\n", 1)[0].decode(encoding)
             if final:
