@@ -8,7 +8,7 @@ from pathlib import Path
 
 from psycopg import sql
 
-from ewi import warehouse
+from ewi import locks, warehouse
 from ewi.ingest import (
     IngestResult,
     _delete_pending,
@@ -54,6 +54,11 @@ def _restore_pending(conn, source, batch_id: str) -> int:
 
 def release(batch_id: str, reason: str) -> IngestResult:
     with warehouse.connect() as conn:
+        week = conn.execute("select source, period from audit.batches where batch_id = %s", (batch_id,)).fetchone()
+        if week and week[0] in SOURCES:
+            # decided in turn with the deliveries of its period, like an ingest (ewi.locks); its status
+            # is read after the wait, so a second release of the same batch finds it released
+            locks.hold_deliveries(conn, *week)
         row = conn.execute(
             "select source, period, file_name, status, delivered_at from audit.batches where batch_id = %s",
             (batch_id,),

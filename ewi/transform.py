@@ -36,11 +36,10 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from ewi import config, setup, warehouse
+from ewi import config, locks, setup, warehouse
 
 log = logging.getLogger(__name__)
 
-LOCK_ID = 0x0E1_0003  # advisory lock: one build at a time per warehouse (they share published_next)
 STAGING_SCHEMA = "published_next"
 PUBLISHED_SCHEMA = "published"
 #: Database errors can quote a failing row; nothing shaped like a pseudonym leaves this module.
@@ -266,7 +265,9 @@ def build(select: str | None = None, full_refresh: bool = False) -> dict:
     started_at = datetime.now(UTC)
     setup.init_warehouse()  # migrations (raw.published_at, audit.dbt_*) and the area register
     with warehouse.connect(autocommit=True) as lock:
-        lock.execute("select pg_advisory_lock(%s)", (LOCK_ID,))
+        # Held to the end: one build at a time, and no gate decision commits while the build reads,
+        # so a decision is either in this build or newer than its watermark (ewi.locks).
+        locks.hold_build(lock)
         return _build_locked(select, full_refresh, started, started_at)
 
 

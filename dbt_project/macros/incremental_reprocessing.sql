@@ -15,7 +15,9 @@
   own, such as a school week that never arrived between two that did.
   The strategy `replace_from` deletes the target's weeks >= reprocess_from and inserts the new rows;
   both sides evaluate the same expression against the not yet modified target.
-  Assumes ingest and transform do not run at the same time (the Airflow DAGs serialise them).
+  Exactly once: no gate decision commits while a build runs, and a decision's decided_at (and its
+  rows' published_at) is read after it waited for a running build (advisory locks, ewi/locks.py), so
+  a decision is either seen by a build or newer than that build's processed_at.
 
   Model config (under meta):  reprocess_inputs: [[<model>, <timestamp column>], ...]  (each has week_start)
   and the model calls reprocess_from(this, <inputs>) with the same value.

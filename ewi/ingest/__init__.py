@@ -24,7 +24,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from ewi import warehouse
+from ewi import locks, warehouse
 from ewi.ingest import gate, pseudonyms
 from ewi.ingest.reading import Inspection, Rejection, fingerprint, inspect, open_regular, safe_file_name
 from ewi.sources import Delivery, Source, parse_file_name
@@ -93,7 +93,16 @@ def ingest_file(path: Path) -> IngestResult:
         except Rejection as refusal:  # not a regular file: recorded without checksum, nothing was read
             result.batch_id = _new_batch_id()
             return _record_rejection(conn, result, path, None, None, result.batch_id, refusal, resume=False)
+        # From the duplicate and stale checks to the decision's commit, no other delivery of this
+        # source and period is checked or decided (ewi.locks): which one wins is decided by the
+        # delivery timestamp, and a second copy of the same file waits and is then a duplicate.
+        locks.hold_deliveries(conn, *((delivery.source.name, delivery.period) if delivery else ("file", sha)))
         prior = _prior_delivery(conn, sha)
+        if prior and prior["undone"]:
+            # Before deliveries were decided in turn, a late original could supersede its correction;
+            # the correction delivered again repairs that instead of being a duplicate (decisions.md).
+            log.info("%s: taken again: its earlier copy was superseded by an older delivery", result.file)
+            prior = None
         if prior and prior["status"] != "pending":
             return _record_duplicate(conn, result, path, size, sha, prior)
         batch_id = prior["batch_id"] if prior else _new_batch_id()
@@ -134,8 +143,12 @@ def audit_and_decide(conn, delivery: Delivery, batch_id: str, rows: int, result:
     lap("audit")
     result.data_docs = outcome.data_docs_path
     if outcome.success:
-        _publish(conn, delivery.source, delivery.period, batch_id, rows)
-        result.status = "published"
+        try:
+            _publish(conn, delivery.source, delivery.period, batch_id, rows)
+            result.status = "published"
+        except Rejection as stale:  # a later delivery was published while this one was audited
+            _reject_pending(conn, delivery.source, batch_id, stale)
+            result.status, result.reason = "rejected", stale.reason
     else:
         result.status = "quarantined"
         result.reason = outcome.reason()
@@ -151,12 +164,16 @@ def audit_and_decide(conn, delivery: Delivery, batch_id: str, rows: int, result:
 
 
 def _prior_delivery(conn, sha: str) -> dict | None:
+    """The latest earlier delivery of the same file (not counting duplicates), and whether it was
+    undone: superseded by a delivery with an earlier delivery timestamp, which the contract forbids."""
     row = conn.execute(
-        "select batch_id, status from audit.batches where file_sha256 = %s and status <> 'duplicate' "
-        "order by received_at limit 1",
+        """select b.batch_id, b.status, coalesce(n.delivered_at < b.delivered_at, false)
+           from audit.batches as b left join audit.batches as n on n.batch_id = b.superseded_by
+           where b.file_sha256 = %s and b.status <> 'duplicate'
+           order by b.received_at desc limit 1""",
         (sha,),
     ).fetchone()
-    return {"batch_id": row[0], "status": row[1]} if row else None
+    return {"batch_id": row[0], "status": row[1], "undone": row[2]} if row else None
 
 
 def _record_duplicate(conn, result, path, size, sha, prior) -> IngestResult:
@@ -177,11 +194,12 @@ def _record_duplicate(conn, result, path, size, sha, prior) -> IngestResult:
 def _record_rejection(conn, result, path, size, sha, batch_id, rejection: Rejection, resume: bool) -> IngestResult:
     conn.rollback()
     delivery = parse_file_name(path.name)
+    decided_at = locks.decision(conn)
     if resume:
         conn.execute(
-            "update audit.batches set status = 'rejected', reason = %s, decided_at = now(), rows_published = 0 "
+            "update audit.batches set status = 'rejected', reason = %s, decided_at = %s, rows_published = 0 "
             "where batch_id = %s",
-            (rejection.reason, batch_id),
+            (rejection.reason, decided_at, batch_id),
         )
         if delivery:
             _delete_pending(conn, delivery.source, batch_id)
@@ -189,13 +207,24 @@ def _record_rejection(conn, result, path, size, sha, batch_id, rejection: Reject
         conn.execute(
             """insert into audit.batches (batch_id, source, period, file_name, file_sha256, file_size,
                    delivered_at, status, reason, decided_at, rows_published)
-               values (%s, %s, %s, %s, %s, %s, %s, 'rejected', %s, now(), 0)""",
+               values (%s, %s, %s, %s, %s, %s, %s, 'rejected', %s, %s, 0)""",
             (batch_id, result.source, result.period, result.file, sha, size,
-             delivery.delivered if delivery else None, rejection.reason),
+             delivery.delivered if delivery else None, rejection.reason, decided_at),
         )
     conn.commit()
     result.status, result.reason = "rejected", rejection.reason
     return result
+
+
+def _reject_pending(conn, source: Source, batch_id: str, rejection: Rejection) -> None:
+    with conn.transaction():
+        decided_at = locks.decision(conn)
+        conn.execute(
+            "update audit.batches set status = 'rejected', reason = %s, decided_at = %s, rows_published = 0 "
+            "where batch_id = %s",
+            (rejection.reason, decided_at, batch_id),
+        )
+        _delete_pending(conn, source, batch_id)
 
 
 def later_delivery_published(conn, source: str, period: str, delivered) -> bool:
@@ -208,7 +237,11 @@ def later_delivery_published(conn, source: str, period: str, delivered) -> bool:
 
 def _check_not_stale(conn, inspection: Inspection) -> None:
     d = inspection.delivery
-    if later_delivery_published(conn, d.source.name, d.period, d.delivered):
+    _raise_if_stale(conn, d.source.name, d.period, d.delivered)
+
+
+def _raise_if_stale(conn, source: str, period: str, delivered) -> None:
+    if later_delivery_published(conn, source, period, delivered):
         raise Rejection("stale", "a later delivery for this source and period is already published")
 
 
@@ -384,13 +417,17 @@ def _typed_select(source: Source) -> sql.Composed:
 
 def _publish(conn, source: Source, period: str, batch_id: str, rows: int) -> None:
     """Move the batch into raw.<source>, replacing the published batch for the same period, in one
-    transaction. A batch that is already published (a retried task) is left as it is."""
+    transaction. A batch that is already published (a retried task) is left as it is. Raises
+    Rejection (stale) when a later delivery for the period is published: checked again here, under
+    the locks, as the decision is made (the check when the file was read may be older)."""
     with conn.transaction():
-        status = conn.execute(
-            "select status from audit.batches where batch_id = %s for update", (batch_id,)
-        ).fetchone()[0]
+        decided_at = locks.decision(conn)
+        status, delivered = conn.execute(
+            "select status, delivered_at from audit.batches where batch_id = %s for update", (batch_id,)
+        ).fetchone()
         if status == "published":
             return
+        _raise_if_stale(conn, source.name, period, delivered)
         replaced = conn.execute(
             "select batch_id from audit.batches where source = %s and period = %s and status = 'published' "
             "for update",
@@ -404,20 +441,24 @@ def _publish(conn, source: Source, period: str, batch_id: str, rows: int) -> Non
                 "reason = 'superseded: corrected by a later delivery for the same period' where batch_id = %s",
                 (batch_id, old),
             )
+        # The rows' published_at is the decision's time too, not the transaction's start, which may
+        # lie before a build that this decision waited for (ewi.locks).
         if source.partitioned:
-            _attach_partition(conn, source, period, batch_id)
+            _attach_partition(conn, source, period, batch_id, decided_at)
             inserted = rows
         else:
             columns = sql.SQL(", ").join(sql.Identifier(c) for c in source.column_names)
             inserted = conn.execute(
-                sql.SQL("insert into {raw} (batch_id, {cols}) select batch_id, {typed} from {pending}").format(
-                    raw=raw, cols=columns, typed=_typed_select(source), pending=_pending_table(source, batch_id))
+                sql.SQL("insert into {raw} (batch_id, published_at, {cols}) "
+                        "select batch_id, %s, {typed} from {pending}").format(
+                    raw=raw, cols=columns, typed=_typed_select(source), pending=_pending_table(source, batch_id)),
+                (decided_at,),
             ).rowcount
             _delete_pending(conn, source, batch_id)
         conn.execute(
-            "update audit.batches set status = 'published', rows_published = %s, decided_at = now(), "
+            "update audit.batches set status = 'published', rows_published = %s, decided_at = %s, "
             "reason = %s where batch_id = %s",
-            (inserted, f"published: replaces batch {replaced[0][0]}" if replaced else None, batch_id),
+            (inserted, decided_at, f"published: replaces batch {replaced[0][0]}" if replaced else None, batch_id),
         )
 
 
@@ -438,7 +479,7 @@ def _remove_published_rows(conn, source: Source, batch_id: str) -> None:
                  (batch_id,))
 
 
-def _attach_partition(conn, source: Source, period: str, batch_id: str) -> None:
+def _attach_partition(conn, source: Source, period: str, batch_id: str, published_at) -> None:
     """The audited pending table becomes the period's partition: no row is copied. Its NOT NULL and
     CHECK constraints let PostgreSQL attach it without another scan of its own, and batch_id and
     published_at are constant column defaults, so they cost no rewrite either. A batch loaded typed
@@ -454,8 +495,8 @@ def _attach_partition(conn, source: Source, period: str, batch_id: str) -> None:
         sql.Identifier(_period_check_name(source, batch_id)), sql.Identifier(source.period_column),
         sql.Literal(period))
     conn.execute(sql.SQL("alter table {} {}, add column batch_id text not null default {}, "
-                         "add column published_at timestamptz not null default now(){}").format(
-        pending, not_null, sql.Literal(batch_id), period_check))
+                         "add column published_at timestamptz not null default {}{}").format(
+        pending, not_null, sql.Literal(batch_id), sql.Literal(published_at), period_check))
     conn.execute(sql.SQL("alter table {} set schema raw").format(pending))
     conn.execute(sql.SQL("alter table {} attach partition {} for values in ({})").format(
         sql.Identifier("raw", source.name), _partition(source, batch_id), sql.Literal(period)))
@@ -463,6 +504,7 @@ def _attach_partition(conn, source: Source, period: str, batch_id: str) -> None:
 
 def _quarantine(conn, source: Source, batch_id: str, reason: str, failed: list[dict]) -> None:
     with conn.transaction():
+        decided_at = locks.decision(conn)
         columns = sql.SQL(", ").join(sql.Identifier(c) for c in source.column_names)
         # Quarantine holds text as delivered; typed pending columns go back to their text form.
         conn.execute(
@@ -473,6 +515,6 @@ def _quarantine(conn, source: Source, batch_id: str, reason: str, failed: list[d
         _delete_pending(conn, source, batch_id)
         conn.execute(
             "update audit.batches set status = 'quarantined', reason = %s, failed_checks = %s, "
-            "rows_published = 0, decided_at = now() where batch_id = %s",
-            (reason, Jsonb(failed), batch_id),
+            "rows_published = 0, decided_at = %s where batch_id = %s",
+            (reason, Jsonb(failed), decided_at, batch_id),
         )
