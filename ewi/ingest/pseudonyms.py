@@ -84,9 +84,12 @@ def candidates_of_day(day: date) -> list[bytes]:
 
 
 def _prefixes(algorithm: str, days: Iterable[date]) -> np.ndarray:
+    """The digest prefixes of every candidate born on `days`, joined a day at a time: a whole year
+    as one list of digests would hold about 150 MB of small bytes objects at once."""
     hash_ = getattr(hashlib, algorithm)
-    digests = b"".join(hash_(c).digest()[:PREFIX_BYTES] for day in days for c in candidates_of_day(day))
-    return np.frombuffer(digests, dtype=np.uint64)
+    return np.concatenate([
+        np.frombuffer(b"".join([hash_(c).digest()[:PREFIX_BYTES] for c in candidates_of_day(day)]), dtype=np.uint64)
+        for day in days])
 
 
 def _days_of(year: int) -> list[date]:
