@@ -493,6 +493,24 @@ def test_the_dashboard_role_cannot_read_audit_or_raw_tables(dashboard_env):
 # ---------------------------------------------------------------- the auditor view
 
 
+def test_auditor_sees_a_refused_link_that_has_no_checksum(auditor, dashboard_env):
+    """A path refused as not a regular file is recorded without checksum or size (nothing was read):
+    /audit and its batch page show a dash, not an error."""
+    with psycopg.connect(dashboard_env["dsn"], autocommit=True) as conn:
+        conn.execute("insert into audit.batches (batch_id, source, period, file_name, status, reason, decided_at) "
+                     "values ('batch-link', 'contacts', '2026-W01', 'contacts_2026-W01_20260105T0600.csv', "
+                     "'rejected', 'not_a_regular_file: the path is a symbolic link', now())")
+        try:
+            listing = auditor.get("/audit?lang=en")
+            assert listing.status_code == 200
+            row = parse(listing.text).find("table", id="batches-table").find("tr", data_batch="batch-link")
+            assert row.find("td", class_="sha").text() == "–"
+            detail = auditor.get("/audit/batch/batch-link?lang=en")
+            assert detail.status_code == 200 and parse(detail.text).find("dd", class_="sha").text() == "–"
+        finally:
+            conn.execute("delete from audit.batches where batch_id = 'batch-link'")
+
+
 def test_auditor_sees_every_batch_with_checks_and_data_docs(auditor, dashboard_env):
     page = parse(auditor.get("/audit?lang=en").text)
     table = page.find("table", id="batches-table")
