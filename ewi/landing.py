@@ -30,6 +30,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,11 +98,29 @@ def manifest_of(path: Path) -> Path:
     return path.with_name(path.name + MANIFEST_SUFFIX)
 
 
+#: A manifest is four short values; a larger one is not read (ingest then refuses it).
+MANIFEST_MAX_BYTES = 64 * 1024
+
+
 def _declared_sha256(manifest: Path) -> str | None:
+    """The manifest's sha256, if it is a regular file that says one. A symbolic link (to /dev/zero,
+    say), a named pipe or a device is not opened for reading, so the watcher cannot hang on it;
+    such a delivery waits like a mismatch, and ingest refuses and records it."""
     try:
-        value = json.loads(manifest.read_text(encoding="utf-8")).get("sha256")
+        fd = os.open(manifest, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None  # gone, or a symbolic link
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        with os.fdopen(fd, "rb") as fh:
+            fd = None
+            value = json.loads(fh.read(MANIFEST_MAX_BYTES + 1).decode("utf-8")).get("sha256")
     except (OSError, ValueError, AttributeError):
         return None  # still being written, or not a manifest at all
+    finally:
+        if fd is not None:
+            os.close(fd)
     return str(value).lower() if value else None
 
 
@@ -111,7 +130,7 @@ def verdict(path: Path, rules: Rules, now: float | None = None, hashes: _HashCac
     st = path.stat()
     manifest = manifest_of(path)
     try:
-        manifest_mtime = manifest.stat().st_mtime
+        manifest_mtime = manifest.lstat().st_mtime  # a link is a manifest present, not its target
     except FileNotFoundError:
         manifest_mtime = None
     quiet_for = now - max(st.st_mtime, manifest_mtime or 0.0)

@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import json
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -140,3 +141,28 @@ def test_trigger_serializes_to_its_import_path(trigger_class):
     assert classpath == "ewi.triggers.LandingFolderTrigger"
     assert json.loads(json.dumps(kwargs)) == kwargs
     assert trigger_class(**kwargs).serialize() == (classpath, kwargs)
+
+
+@pytest.mark.parametrize("kind", ["named pipe", "dangling link", "oversized"])
+def test_a_manifest_that_is_not_a_small_regular_file_is_not_read_and_the_delivery_waits_like_a_mismatch(
+        tmp_path, kind):
+    """A named pipe without a writer blocks whoever opens it for reading: the landing scan must not.
+    The delivery becomes ready after it settles, so that ingest refuses it with an audit record."""
+    path = extracts.write(tmp_path, "referrals", "2026-W01")
+    manifest = landing.manifest_of(path)
+    if kind == "named pipe":
+        os.mkfifo(manifest)
+    elif kind == "dangling link":
+        manifest.symlink_to(tmp_path / "gone.json")
+    else:
+        manifest.write_text(json.dumps({"sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "pad": "x" * 70_000}))
+    verdicts: list = []
+    scanner = threading.Thread(target=lambda: verdicts.append(_verdict(path)), daemon=True)
+    scanner.start()
+    scanner.join(timeout=20)
+    assert not scanner.is_alive(), "the landing scan hangs on the manifest"
+    assert verdicts == [landing.Verdict(False, "manifest-mismatch")]
+    _age(path, 10)
+    then = time.time() - 10
+    os.utime(manifest, (then, then), follow_symlinks=False)
+    assert _verdict(path) == landing.Verdict(True, "manifest-mismatch")
