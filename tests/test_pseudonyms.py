@@ -249,6 +249,16 @@ def test_the_tax_agency_example_number_is_found_in_every_form_and_hash(algorithm
     assert not pseudonyms.any_reversible([("2012", keyed)])
 
 
+@pytest.mark.parametrize("form", sorted(FORMS))
+@pytest.mark.parametrize("ten", [
+    "8112189876",  # worked by hand: weights 2,1,2,1,2,1,2,1,2 give 7+1+2+2+2+8+9+8+5 = 44, check digit 6
+    "8112789873",  # its samordningsnummer (day 18 + 60): 7+1+2+2+5+8+9+8+5 = 47, check digit 3
+])
+def test_hand_worked_numbers_are_found_in_every_form(ten, form):
+    written = written_as("19", ten, form)
+    assert pseudonyms.any_reversible([("1981", hashlib.sha256(written.encode()).hexdigest())])
+
+
 def test_the_delivered_extracts_still_publish(conn, delivered, capsys):
     """Run last: the birth years kept by the tests above are in use, as in a long-running worker."""
     for source in ("school_absence", "referrals", "contacts"):
