@@ -163,6 +163,10 @@ def ensure_running(pgdata: Path) -> bool:
                             "its processes to exit before recovery", current.pid)
                 _wait_for_old_server(pgdata, current)
                 recovered = True
+            elif not _shut_down_cleanly(pgdata):
+                # A server whose own recovery failed (its disk full) exits and removes its pid file.
+                log.warning("the warehouse server did not shut down cleanly last time")
+                recovered = True
             timeout = start_timeout(pgdata)
             log_offset = _log_size(pgdata)
             _launch(pgdata)
@@ -222,6 +226,20 @@ def _is_zombie(pid: int) -> bool:
         return True
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return False
+
+
+def _shut_down_cleanly(pgdata: Path) -> bool:
+    """What the control file says: "shut down" after a clean stop; "in production" or "in crash
+    recovery" after a crash, or after a recovery that failed."""
+    from pgserver._commands import pg_controldata
+
+    try:
+        out = pg_controldata([], pgdata=pgdata, timeout=60)
+    except Exception:  # noqa: BLE001 - unreadable: let the start and PostgreSQL decide
+        return True
+    state = next((line.split(":", 1)[1].strip() for line in out.splitlines()
+                  if line.startswith("Database cluster state:")), "")
+    return state.startswith("shut down")
 
 
 def _system_user() -> str | None:
