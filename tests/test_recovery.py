@@ -221,3 +221,41 @@ def test_a_load_the_disk_cannot_hold_is_refused_with_needed_and_free_and_leaves_
     assert out.returncode == 0, out.stderr[-3000:]
     assert json.loads(out.stdout.splitlines()[-1])["status"] == "published"
     assert_end_state(home, data_rows(path))
+
+
+def test_a_disk_that_fills_during_a_load_is_answered_and_the_retry_after_freeing_it_leaves_nothing(
+        small_disk, tmp_path):
+    """The issue's PANIC: another program fills the disk while a load writes. Until space is freed
+    every command answers disk_full in words; then the retry recovers the server, removes the
+    killed load's files and publishes the delivery once."""
+    home = small_disk
+    mount_point = home.parent
+    subprocess.run(["mount", "-o", "remount,size=300m", str(mount_point)], check=True)
+    assert ewi(home, "warehouse", "init").returncode == 0
+    path = delivery(tmp_path / "in", rows=300_000)
+    ingest = subprocess.Popen([str(EWI), "ingest", "--json", str(path)], env=_env(home),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ballast = mount_point / "ballast"
+    try:
+        with psycopg.connect(dsn(home), autocommit=True) as watcher:
+            deadline = time.monotonic() + 300
+            while not watcher.execute("select 1 from pg_stat_activity where state = 'active' "
+                                      "and query ilike 'copy %%'").fetchone():
+                assert ingest.poll() is None and time.monotonic() < deadline
+                time.sleep(0.005)
+            subprocess.run(["dd", "if=/dev/zero", f"of={ballast}", "bs=1M"], capture_output=True)
+    except psycopg.OperationalError:
+        pass  # the server went down as the disk filled
+    ingest.communicate(timeout=600)
+
+    out = ewi(home, "ingest", "--json", str(path))  # the disk still full
+    assert out.returncode == EXIT_DISK_FULL, out.stdout[-2000:] + out.stderr[-2000:]
+    answer = json.loads(out.stdout.splitlines()[-1])
+    assert answer["code"] == "disk_full" and "free space" in answer["reason"]
+    assert "Traceback" not in out.stderr
+
+    ballast.unlink()
+    out = ewi(home, "ingest", "--json", str(path))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(out.stdout.splitlines()[-1])["status"] == "published"
+    assert_end_state(home, data_rows(path))
