@@ -10,7 +10,9 @@ from the moment the series it reads is built; the model that reads its output wa
 (_farrington_hook).
 
 Each build and its test results are recorded in audit.dbt_runs / audit.dbt_test_results for the
-auditors. dbt's own log goes to $EWI_HOME/dbt/logs, never to stdout (`ewi transform --json`).
+auditors: as 'running' when it starts and closed when it ends, so a killed build or one the warehouse
+dropped is recorded by the next command (ewi.build_runs). dbt's own log goes to $EWI_HOME/dbt/logs,
+never to stdout (`ewi transform --json`).
 
 What a build leaves out, because it checks code or files rather than the data being published:
 dbt unit tests (they test the models' SQL on fixed rows; `unit_tests()` runs them, and the test suite
@@ -29,14 +31,13 @@ import re
 import shutil
 import threading
 import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
 from psycopg import sql
 
-from ewi import config, locks, setup, warehouse
+from ewi import build_runs, config, errors, locks, setup, warehouse
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ def _invoke(args: list[str], manifest=None, callbacks=None):
     target, logs = _dbt_dirs()
     _dbt_env()
     project = str(config.DBT_PROJECT_DIR)
-    return dbtRunner(manifest=manifest, callbacks=callbacks or []).invoke(
+    res = dbtRunner(manifest=manifest, callbacks=callbacks or []).invoke(
         [
             *args,
             "--project-dir", project,
@@ -87,6 +88,11 @@ def _invoke(args: list[str], manifest=None, callbacks=None):
             "--no-use-colors",
         ]
     )
+    if isinstance(res.exception, KeyboardInterrupt):
+        # Ctrl-C or SIGTERM (ewi.errors.Terminated): dbt cancelled its queries and returned; the
+        # build stops here instead of going on to publish and report a failed test
+        raise res.exception
+    return res
 
 
 def _scrub(message: str | None) -> str | None:
@@ -214,9 +220,11 @@ def _reset_staging_schema(conn: psycopg.Connection) -> None:
     conn.execute(sql.SQL("revoke all on schema {} from public").format(sql.Identifier(STAGING_SCHEMA)))
 
 
-def _publish(conn: psycopg.Connection, tables: list[str]) -> None:
-    """Move the built marts into `published`, replacing the old ones, in one transaction."""
+def _publish(conn: psycopg.Connection, tables: list[str], run_id: str) -> None:
+    """Move the built marts into `published`, replacing the old ones, in one transaction, which also
+    records the build as published (so a build killed right after still says so)."""
     with conn.transaction():
+        conn.execute("update audit.dbt_runs set published = true where run_id = %s", (run_id,))
         for table in tables:
             conn.execute(
                 sql.SQL("drop table if exists {}.{}").format(
@@ -227,29 +235,6 @@ def _publish(conn: psycopg.Connection, tables: list[str]) -> None:
                 sql.SQL("alter table {}.{} set schema {}").format(
                     sql.Identifier(STAGING_SCHEMA), sql.Identifier(table), sql.Identifier(PUBLISHED_SCHEMA)
                 )
-            )
-
-
-def _record(conn: psycopg.Connection, run: dict, nodes: list[dict]) -> None:
-    with conn.transaction():
-        conn.execute(
-            """insert into audit.dbt_runs
-                   (run_id, started_at, finished_at, success, published, command, counts, elapsed_s)
-               values (%s, %s, %s, %s, %s, %s, %s, %s)""",
-            (run["run_id"], run["started_at"], run["finished_at"], run["success"], run["published"],
-             run["command"], json.dumps(run["counts"]), run["elapsed_s"]),
-        )
-        with conn.cursor() as cur:
-            cur.executemany(
-                """insert into audit.dbt_test_results
-                       (run_id, unique_id, test_name, model, status, failures, message, execution_time)
-                   values (%s, %s, %s, %s, %s, %s, %s, %s)""",
-                [
-                    (run["run_id"], n["unique_id"], n["name"], n["model"], n["status"], n["failures"],
-                     n["message"], n["execution_time"])
-                    for n in nodes
-                    if n["resource_type"] in ("test", "unit_test")
-                ],
             )
 
 
@@ -268,15 +253,33 @@ def build(select: str | None = None, full_refresh: bool = False) -> dict:
         # Held to the end: one build at a time, and no gate decision commits while the build reads,
         # so a decision is either in this build or newer than its watermark (ewi.locks).
         locks.hold_build(lock)
-        return _build_locked(select, full_refresh, started, started_at)
+        # recorded as running, held by this session: if the process dies, the session goes with it
+        run = build_runs.start(lock, started_at)
+        try:
+            return _build_locked(select, full_refresh, started, run)
+        except BaseException as exc:
+            error = errors.classify(exc)
+            try:
+                build_runs.finish(None, {**run, "finished_at": datetime.now(UTC), "success": False,
+                                         "counts": {}, "elapsed_s": round(time.monotonic() - started, 2),
+                                         "reason": error.reason}, [])
+            except Exception as record_error:  # the record stays 'running'; the next command marks it
+                log.warning("build %s: its failure could not be recorded (%s)", run["run_id"],
+                            type(record_error).__name__)
+            if isinstance(exc, Exception) and not isinstance(error, errors.InternalError):
+                error.details.setdefault("run_id", run["run_id"])
+                raise error from exc
+            raise
 
 
 def _previous_build_failed(conn: psycopg.Connection) -> bool:
-    row = conn.execute("select success from audit.dbt_runs order by started_at desc limit 1").fetchone()
+    # a killed build counts as failed: it may have written into the incremental models too
+    row = conn.execute("select success from audit.dbt_runs where status <> 'running' "
+                       "order by started_at desc limit 1").fetchone()
     return row is not None and not row[0]
 
 
-def _build_locked(select: str | None, full_refresh: bool, started: float, started_at: datetime) -> dict:
+def _build_locked(select: str | None, full_refresh: bool, started: float, run: dict) -> dict:
     full_refresh_reason = "asked" if full_refresh else None
     with warehouse.connect(autocommit=True) as conn:
         _reset_staging_schema(conn)
@@ -322,6 +325,7 @@ def _build_locked(select: str | None, full_refresh: bool, started: float, starte
         command = base + [*(["--exclude", *seed_tests] if seed_tests else []), *left_out]
         # reloaded seeds may hold a new area register: new populations for every week
         hooks = [_farrington_hook(full_refresh or reload_seeds, farrington)]
+    run["command"] = " ".join(command)
     if success:
         build_started = time.monotonic()
         res = _invoke(command, manifest, callbacks=hooks)
@@ -344,8 +348,8 @@ def _build_locked(select: str | None, full_refresh: bool, started: float, starte
     with warehouse.connect(autocommit=True) as conn:
         if success and marts:
             try:
-                _publish(conn, marts)
-                published = True
+                _publish(conn, marts, run["run_id"])
+                published = run["published"] = True
             except psycopg.Error as exc:  # e.g. a view in `published` depends on a mart
                 success = False
                 failures.append({"node": "publish", "message": _scrub(str(exc))})
@@ -373,15 +377,11 @@ def _build_locked(select: str | None, full_refresh: bool, started: float, starte
                 ],
             },
         }
-        run_id = getattr(getattr(getattr(res, "result", None), "metadata", None), "invocation_id", None) or str(
-            uuid.uuid4())
-        _record(
-            conn,
-            {**summary, "run_id": str(run_id), "started_at": started_at, "finished_at": datetime.now(UTC),
-             "command": " ".join(command)},
-            nodes,
-        )
-    summary["run_id"] = str(run_id)
+        failed_nodes = sorted({f["node"].split(".")[-1] for f in failures})
+        reason = None if success else (f"{len(failures)} failure(s), nothing published: "
+                                       + ", ".join(failed_nodes[:5]) + (", ..." if len(failed_nodes) > 5 else ""))
+        build_runs.finish(conn, {**summary, **run, "finished_at": datetime.now(UTC), "reason": reason}, nodes)
+    summary["run_id"] = run["run_id"]
     log.info("dbt build %s in %.1fs (%s)", summary["status"], summary["elapsed_s"], summary["counts"])
     return summary
 
