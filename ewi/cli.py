@@ -11,7 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
-from ewi.errors import EXIT_GATE, EXIT_OK, EXIT_USAGE, UsageError, answer
+from ewi.errors import EXIT_GATE, EXIT_OK, EXIT_USAGE, InternalError, UsageError, answer, classify
 
 
 def _print_json(obj) -> None:
@@ -60,13 +60,29 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             raise UsageError(f"{shown} is a directory; pass files (e.g. {shown}/*.csv)")
         if not p.exists() and not p.is_symlink():
             raise UsageError(f"no such file: {safe_file_name(p.name)}")
-    results = ingest_files(paths)
-    for r in results:
+    decided = []
+
+    def say(r) -> None:
+        decided.append(r)
         if args.json:
             _print_json(r.as_dict())
         else:
-            print(f"{r.status:12} {r.rows if r.rows is not None else '-':>8}  {r.file}  {r.reason or ''}")
-    bad = any(r.status in ("quarantined", "rejected") for r in results)
+            print(f"{r.status:12} {r.rows if r.rows is not None else '-':>8}  {r.file}  {r.reason or ''}",
+                  flush=True)
+
+    try:
+        ingest_files(paths, on_result=say)
+    except Exception as exc:
+        # the files decided before the failure have had their answer; the answer to the failure
+        # names the ones that were not decided (running the command again decides them)
+        error = classify(exc)
+        if isinstance(error, InternalError):
+            raise
+        done = {r.file for r in decided}
+        error.details["not_decided"] = [name for name in (safe_file_name(p.name) for p in paths)
+                                        if name not in done]
+        raise error from exc
+    bad = any(r.status in ("quarantined", "rejected") for r in decided)
     return EXIT_GATE if bad else EXIT_OK
 
 

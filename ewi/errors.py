@@ -9,6 +9,9 @@ so unknown exceptions are answered with their type only. A traceback is printed 
 Exit codes (README, "Exit codes"): 0 success, 1 an unexpected error, 2 usage, 3 a gate refused data,
 4 the warehouse is unreachable, 5 the disk is full, 6 a time limit ran out, 7 a lock wait ran out,
 130/143 interrupted or terminated.
+
+Code that raises these passes a reason in words; `details` may add machine fields (a run id, the
+files not decided), never data.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ EXIT_TIMEOUT = 6
 EXIT_LOCK = 7
 EXIT_INTERRUPTED = 128 + signal.SIGINT
 EXIT_TERMINATED = 128 + signal.SIGTERM
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # what a shell reports for a writer whose reader left
 
 
 class EwiError(Exception):
@@ -42,13 +46,14 @@ class EwiError(Exception):
     exit_code = EXIT_ERROR
     default_reason = "the command failed"
 
-    def __init__(self, reason: str | None = None):
+    def __init__(self, reason: str | None = None, **details):
         self.reason = reason or self.default_reason
+        self.details = details
         super().__init__(self.reason)
 
     def as_dict(self) -> dict:
         return {"status": "error", "code": self.code, "reason": safe_reason(self.reason),
-                "exit_code": self.exit_code}
+                "exit_code": self.exit_code, **self.details}
 
 
 class UsageError(EwiError):
@@ -61,19 +66,19 @@ class WarehouseUnavailable(EwiError):
     code = "warehouse_unavailable"
     exit_code = EXIT_WAREHOUSE
     default_reason = ("the warehouse database cannot be reached (server stopped, restarting or not "
-                      "listening); nothing was changed, run the command again when it is back")
+                      "listening); run the command again when it is back")
 
 
 class DiskFull(EwiError):
     code = "disk_full"
     exit_code = EXIT_DISK_FULL
-    default_reason = "the disk is full; nothing was published, free space and run the command again"
+    default_reason = "the disk is full; free space and run the command again"
 
 
 class Timeout(EwiError):
     code = "timeout"
     exit_code = EXIT_TIMEOUT
-    default_reason = "a time limit ran out before the work finished; nothing was published"
+    default_reason = "a time limit ran out before the work finished"
 
 
 class LockTimeout(EwiError):
@@ -86,13 +91,18 @@ class LockTimeout(EwiError):
 class Interrupted(EwiError):
     code = "interrupted"
     exit_code = EXIT_INTERRUPTED
-    default_reason = "the command was interrupted; nothing unfinished was published"
+    default_reason = "the command was interrupted (Ctrl-C)"
 
 
-class Terminated(Interrupted):
+class Stopped(Interrupted):
     code = "terminated"
     exit_code = EXIT_TERMINATED
-    default_reason = "the command was told to stop (SIGTERM); nothing unfinished was published"
+    default_reason = "the command was told to stop (SIGTERM)"
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread on SIGTERM. A KeyboardInterrupt, so that code which stops cleanly on
+    Ctrl-C (dbt cancels its queries) does the same on SIGTERM."""
 
 
 class InternalError(EwiError):
@@ -131,6 +141,8 @@ def classify(exc: BaseException) -> EwiError:
 def _classify_one(exc: BaseException) -> EwiError | None:
     if isinstance(exc, EwiError):
         return exc
+    if isinstance(exc, Terminated):
+        return Stopped()
     if isinstance(exc, KeyboardInterrupt):
         return Interrupted()
     state = _sqlstate(exc)
@@ -140,8 +152,8 @@ def _classify_one(exc: BaseException) -> EwiError | None:
     if state in ("55P03", "40P01"):  # lock_not_available (lock_timeout), deadlock_detected
         return LockTimeout()
     if state == "57014":  # query_canceled: statement_timeout, or a cancel request
-        return Timeout("a database statement ran past its time limit and was cancelled; nothing was "
-                       "published")
+        return Timeout("a database statement ran past its time limit (statement_timeout) and was "
+                       "cancelled")
     if state.startswith("08") or state in ("57P01", "57P02", "57P03"):
         # connection exceptions; admin/crash shutdown; cannot connect now (starting up, recovering)
         return WarehouseUnavailable()
@@ -168,6 +180,13 @@ def _raise_terminated(signum, frame):  # noqa: ARG001 - a signal handler's signa
     raise Terminated()
 
 
+def _stdout_gone() -> None:
+    # the reader went away (`ewi ... | head`): nothing more can be said; Python's documented way to
+    # keep the interpreter from failing again as it flushes stdout at exit
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
 def answer(run: Callable[[], int], *, command: str, json_output: bool, debug: bool = False) -> int:
     """Run a command; turn whatever it raises into one answer: with `json_output` one JSON line on
     stdout ({"status": "error", "code", "reason", "exit_code", "command"}), otherwise one line on
@@ -180,14 +199,21 @@ def answer(run: Callable[[], int], *, command: str, json_output: bool, debug: bo
         previous = None
     try:
         return run()
+    except BrokenPipeError:
+        _stdout_gone()
+        return EXIT_BROKEN_PIPE
     except (Exception, KeyboardInterrupt) as exc:
         error = classify(exc)
         if debug_enabled(debug):
             traceback.print_exc(file=sys.stderr)
-        if json_output:
-            print(json.dumps({**error.as_dict(), "command": command}, ensure_ascii=False), flush=True)
-        else:
-            print(f"ewi {command}: {safe_reason(error.reason)}", file=sys.stderr, flush=True)
+        try:
+            if json_output:
+                print(json.dumps({**error.as_dict(), "command": command}, ensure_ascii=False, default=str),
+                      flush=True)
+            else:
+                print(f"ewi {command}: {safe_reason(error.reason)}", file=sys.stderr, flush=True)
+        except BrokenPipeError:
+            _stdout_gone()
         return error.exit_code
     finally:
         if previous is not None:

@@ -62,12 +62,15 @@ def _delivery_order(path: Path):
     return (0, d.source.name, d.period, d.delivered.isoformat(), path.name) if d else (1, "", "", "", path.name)
 
 
-def ingest_files(paths: list[Path], docs_index: bool = True) -> list[IngestResult]:
+def ingest_files(paths: list[Path], docs_index: bool = True, on_result=None) -> list[IngestResult]:
     """Write-audit-publish each file, in delivery order. `docs_index`: then rebuild the Data Docs
-    index page once (each validation's own page is built by its audit)."""
+    index page once (each validation's own page is built by its audit). `on_result` is called with
+    each file's result as it is decided, so a failure later on does not hide the decisions made."""
     results_by_path = {}
     for path in sorted((Path(p) for p in paths), key=_delivery_order):
         results_by_path[path] = ingest_file(path)
+        if on_result is not None:
+            on_result(results_by_path[path])
     if docs_index and any(r.data_docs for r in results_by_path.values()):
         gate.build_index()
     return [results_by_path[Path(p)] for p in paths]
