@@ -201,8 +201,9 @@ def dashboard_env(warehouse_ready, tmp_path_factory):
                 (ALERT_AREA, latest, ALERT_INDICATOR))
         conn.execute("delete from audit.dbt_test_results")
         conn.execute("delete from audit.dbt_runs")
-        conn.execute("insert into audit.dbt_runs values ('run-1', now() - interval '1 hour', now(), false, false, "
-                     "'dbt build', '{}', 42.0)")
+        conn.execute("insert into audit.dbt_runs (run_id, started_at, finished_at, success, published, command, "
+                     "counts, elapsed_s, status) values ('run-1', now() - interval '1 hour', now(), false, false, "
+                     "'dbt build', '{}', 42.0, 'failed')")
         conn.execute("insert into audit.dbt_test_results (run_id, unique_id, test_name, model, status, failures, "
                      "message) values ('run-1', 'test.a', 'not_null_area_code', 'area_weekly_indicators', 'pass', "
                      "0, null), ('run-1', 'test.b', 'not_small_count_numerator', 'area_weekly_indicators', "
