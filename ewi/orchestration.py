@@ -124,6 +124,8 @@ def _transient_warehouse_errors():
                     "sqlalchemy.exc.OperationalError",
                     "builtins.ConnectionError",
                     "builtins.TimeoutError",
+                    # the embedded server's crash recovery outlasted the wait: it goes on meanwhile
+                    "ewi.errors.WarehouseUnavailable",
                 ],
                 action=RetryAction.RETRY,
                 reason="transient warehouse error",

@@ -137,10 +137,15 @@ def test_retry_policy_retries_only_transient_warehouse_errors(airflow_home):
     import psycopg
     from airflow.sdk import RetryAction
 
+    from ewi.errors import DiskFull, WarehouseUnavailable
+
     policy = orchestration.TRANSIENT_WAREHOUSE_ERRORS
     assert policy.evaluate(psycopg.OperationalError("gone"), 1, 3).action == RetryAction.RETRY
     assert policy.evaluate(ConnectionRefusedError(), 1, 3).action == RetryAction.RETRY
     assert policy.evaluate(KeyError("bug"), 1, 3).action == RetryAction.FAIL
+    # a crash recovery longer than a command waits goes on, so a later try finds the warehouse back
+    assert policy.evaluate(WarehouseUnavailable("still recovering"), 1, 3).action == RetryAction.RETRY
+    assert policy.evaluate(DiskFull("no room"), 1, 3).action == RetryAction.FAIL
 
 
 def test_dags_serialize_for_the_scheduler(dagbag):
