@@ -60,7 +60,8 @@ def release(batch_id: str, reason: str) -> IngestResult:
             # is read after the wait, so a second release of the same batch finds it released
             locks.hold_deliveries(conn, *week)
         row = conn.execute(
-            "select source, period, file_name, status, delivered_at from audit.batches where batch_id = %s",
+            "select source, period, file_name, status, delivered_at, file_size from audit.batches "
+            "where batch_id = %s",
             (batch_id,),
         ).fetchone()
         if row is None or row[3] != "quarantined":
@@ -72,6 +73,8 @@ def release(batch_id: str, reason: str) -> IngestResult:
         if later_delivery_published(conn, source.name, row[1], row[4]):
             result.status, result.reason = "quarantined", "stale: a later delivery for this period is published"
             return result
+        # loaded again as text and typed column by column, like a delivery whose values did not parse
+        warehouse.ensure_room_for_load(row[5] or 0, warehouse.TEXT_RELOAD_DISK_FACTOR)
         with conn.transaction():
             rows = _restore_pending(conn, source, batch_id)
             conn.execute(sql.SQL("delete from {} where batch_id = %s").format(

@@ -259,3 +259,36 @@ def test_a_disk_that_fills_during_a_load_is_answered_and_the_retry_after_freeing
     assert out.returncode == 0, out.stderr[-3000:]
     assert json.loads(out.stdout.splitlines()[-1])["status"] == "published"
     assert_end_state(home, data_rows(path))
+
+
+def test_a_release_from_quarantine_the_disk_cannot_hold_is_refused_and_the_batch_stays_quarantined(
+        small_disk, tmp_path):
+    home = small_disk
+    mount_point = home.parent
+    subprocess.run(["mount", "-o", "remount,size=300m", str(mount_point)], check=True)
+    assert ewi(home, "warehouse", "init").returncode == 0
+    path = delivery(tmp_path / "in", rows=50_000)
+    Path(f"{path}.manifest.json").unlink()  # the sidecar is optional; this file is changed below
+    with path.open("rb+") as fh:
+        fh.readline()
+        row = fh.readline().decode().rstrip("\n").split(",")
+        row[0], row[3] = "f" * 64, "2081C9999"  # a new pupil in an area the register does not know
+        fh.seek(0, 2)
+        fh.write((",".join(row) + "\n").encode())
+    out = ewi(home, "ingest", "--json", str(path))
+    batch = json.loads(out.stdout.splitlines()[-1])
+    assert batch["status"] == "quarantined", out.stdout[-2000:]
+
+    # The disk shrinks to what is used plus 60 MB: less than a reload as text of the batch needs.
+    used_mb = (os.statvfs(mount_point).f_blocks - os.statvfs(mount_point).f_bfree) * os.statvfs(mount_point).f_frsize
+    subprocess.run(["mount", "-o", f"remount,size={used_mb // 2**20 + 60}m", str(mount_point)], check=True)
+    out = ewi(home, "quarantine", "release", batch["batch_id"], "--reason", "area added", "--json")
+    assert out.returncode == EXIT_DISK_FULL, out.stdout[-2000:] + out.stderr[-2000:]
+    answer = json.loads(out.stdout.splitlines()[-1])
+    assert answer["code"] == "disk_full" and "needs about" in answer["reason"]
+    with psycopg.connect(dsn(home), autocommit=True) as conn:
+        assert conn.execute("select status from audit.batches where batch_id = %s",
+                            (batch["batch_id"],)).fetchone()[0] == "quarantined"
+        assert conn.execute("select count(*) from quarantine.school_absence where batch_id = %s",
+                            (batch["batch_id"],)).fetchone()[0] == data_rows(path)
+        assert orphaned_relation_files(conn, home / "warehouse") == []
