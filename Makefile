@@ -10,12 +10,13 @@ export EWI_HOME ?= $(CURDIR)/.ewi
 DEMO_DATA := $(EWI_HOME)/demo-data
 DEMO_PORT ?= 8050
 
-.PHONY: help install system-deps demo test lint unit bench eval airflow clean stop
+.PHONY: help install system-deps demo test lint unit bench eval airflow clean stop mutation
 
 help:
 	@echo "make demo   - install, generate two years of synthetic data, run the pipeline, serve the dashboard"
 	@echo "make test   - install and run all tests (ruff, unit, integration)"
 	@echo "make bench  - performance benchmarks"
+	@echo "make mutation - mutation testing of the identifier detector, the auth code and disclosure control"
 	@echo "make stop   - stop the embedded warehouse"
 
 $(STAMP): requirements.lock pyproject.toml
@@ -67,6 +68,13 @@ airflow: install
 
 bench: install
 	$(BIN)/python -m ewi.bench
+
+# Do the tests notice a broken privacy rule? Small changes to the identifier detector, the dashboard's
+# users and sessions and the disclosure-control macro, one at a time, each followed by the tests that
+# cover it (docs/benchmarks.md, Mutation testing). Not part of `make test`: it takes ~25 minutes, niced.
+mutation: install
+	mkdir -p $(EWI_HOME)
+	nice -n 10 $(BIN)/python -m ewi.mutation
 
 # Alert methods on simulated series and on synth's injected rises; writes docs/alert_evaluation.md
 eval: install
