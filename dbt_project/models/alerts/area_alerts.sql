@@ -8,8 +8,13 @@
 -- this builds fine, without farrington rows, while that table is empty) and ears_c1/c2/c3
 -- (alert_ears). is_default_method marks the method the dashboard calls "an alert"
 -- (var ewi_default_alert_method).
--- Disclosure control: a watched count of 1-4 is not shown (observed NULL) and neither is the score,
--- which together with expected and threshold would give it back; no week with such a count alerts.
+-- Disclosure control: an alert's figures are sums and means of the weekly cells that
+-- area_weekly_indicators publishes or suppresses, so a figure built from a suppressed cell would give
+-- that cell back by differencing (observed 7 over three weeks of which two are published 0 and 2).
+-- So observed is NULL (and the explanation says so) when any cell of its window is suppressed,
+-- expected and upper_threshold when any cell of the method's baseline is, and score when either is;
+-- status 'withheld' replaces ok/few_cases then (few_cases would say the window sums to < 5). No week
+-- with a count of 1-4 alerts. ewi/disclosure audits the result before anything is published.
 {%- set m = var('disclosure_min_count') %}
 {%- set min_count = [var('alert_min_count', 5), m] | max %}
 {%- set rolling = alert_rolling_weeks() %}
@@ -20,7 +25,44 @@
     {%- do weeks_sv.update({indicator: ' (' ~ n ~ ' veckor)' if n > 1 else ''}) %}
     {%- do weeks_en.update({indicator: ' (' ~ n ~ ' weeks)' if n > 1 else ''}) %}
 {%- endfor %}
-with series as (
+{#- Weekly cells behind each figure, counted back from (and including) its week: the window is the
+    watched rolling sum; a baseline reaches `lookback` watched weeks back (EARS C1 t-7..t-1, C2
+    t-9..t-3, C3 also the C2 statistics of t-1 and t-2; Farrington b years back plus its half
+    window w and a week for the closest Monday), each of which sums `window` cells. -#}
+{%- set n = var('ears_baseline_weeks', 7) %}
+{%- set far = var('farrington', {}) %}
+{%- set lookback = {'ears_c1': n, 'ears_c2': n + 2, 'ears_c3': n + 4,
+                    'farrington': 52 * (far.get('b', 2) | int) + (far.get('w', 3) | int) + 1} %}
+{%- set window_weeks -%}
+    case indicator
+    {%- for indicator, weeks in rolling.items() %} when '{{ indicator }}' then {{ weeks | int }}{% endfor %}
+    else 1 end
+{%- endset %}
+with suppressed_cells as (
+    -- a running count of suppressed cells per area and indicator; the grid has a row for every week
+    select
+        area_code, indicator, week_start,
+        {{ window_weeks }} as window_weeks,
+        sum(is_suppressed::integer) over (
+            partition by area_code, indicator order by week_start rows unbounded preceding
+        ) as suppressed_so_far
+    from {{ ref('area_weekly_indicators') }}
+),
+
+withheld as (
+    -- lag() takes its offset per row: the cells in weeks t-k+1..t number so_far(t) - so_far(t-k)
+    select
+        area_code, indicator, week_start,
+        suppressed_so_far - coalesce(lag(suppressed_so_far, window_weeks) over w, 0) > 0 as window_withheld,
+        {%- for method, weeks in lookback.items() %}
+        suppressed_so_far - coalesce(lag(suppressed_so_far, window_weeks + {{ weeks }}) over w, 0) > 0
+            as {{ method }}_baseline_withheld{{ ',' if not loop.last }}
+        {%- endfor %}
+    from suppressed_cells
+    window w as (partition by area_code, indicator order by week_start)
+),
+
+series as (
     select s.area_code, s.week_start, s.iso_week, s.indicator, a.area_name
     from {{ ref('alert_series') }} as s
     inner join {{ ref('stg_areas') }} as a on a.area_code = s.area_code
@@ -51,7 +93,11 @@ controlled as (
         r.*,
         s.area_name,
         s.iso_week,
-        r.observed between 1 and {{ m - 1 }} as observed_is_suppressed,
+        r.observed is not null and (r.observed between 1 and {{ m - 1 }} or coalesce(h.window_withheld, true))
+            as observed_is_suppressed,
+        coalesce(case r.method
+            {%- for method in lookback %} when '{{ method }}' then h.{{ method }}_baseline_withheld{% endfor %}
+            end, true) and r.expected is not null as baseline_is_suppressed,
         coalesce(r.is_alert and r.observed >= {{ min_count }}, false) as alert,
         -- Labels by CASE rather than joins to VALUES lists: the planner cannot estimate those joins
         -- and chose a nested loop over every area (1.2 s against 0.2 s at two years).
@@ -82,15 +128,23 @@ controlled as (
     from results as r
     inner join series as s
         on s.area_code = r.area_code and s.week_start = r.week_start and s.indicator = r.indicator
+    left join withheld as h
+        on h.area_code = r.area_code and h.week_start = r.week_start and h.indicator = r.indicator
 ),
 
 explained as (
     select
         *,
-        case when observed_is_suppressed then 'färre än {{ m }}' else round(observed)::bigint::text end
+        case when observed_is_suppressed then 'ej publicerat' else round(observed)::bigint::text end
             as observed_sv,
-        case when observed_is_suppressed then 'fewer than {{ m }}' else round(observed)::bigint::text end
+        case when observed_is_suppressed then 'not published' else round(observed)::bigint::text end
             as observed_en,
+        case when baseline_is_suppressed then 'ej publicerat' else expected_text end as expected_sv,
+        case when baseline_is_suppressed then 'not published' else expected_text end as expected_en,
+        case when baseline_is_suppressed then 'ej publicerad' else threshold_text end as threshold_sv,
+        case when baseline_is_suppressed then 'not published' else threshold_text end as threshold_en,
+        case when (observed_is_suppressed or baseline_is_suppressed) and status in ('ok', 'few_cases')
+             then 'withheld' else status end as published_status,
         case when years_used is not null and years_used < years_configured
              then format(' Bygger på %s års historik i stället för %s.', years_used, years_configured) else '' end
             as history_sv,
@@ -108,11 +162,13 @@ select
     indicator::text as indicator,
     method::text as method,
     (case when observed_is_suppressed then null else round(observed) end)::integer as observed,
-    round(expected::numeric, 1)::numeric(10, 1) as expected,
-    round(upper_threshold::numeric, 1)::numeric(10, 1) as upper_threshold,
-    (case when observed_is_suppressed then null else round(score::numeric, 2) end)::numeric(10, 2) as score,
+    (case when baseline_is_suppressed then null else round(expected::numeric, 1) end)::numeric(10, 1) as expected,
+    (case when baseline_is_suppressed then null else round(upper_threshold::numeric, 1) end)::numeric(10, 1)
+        as upper_threshold,
+    (case when observed_is_suppressed or baseline_is_suppressed then null else round(score::numeric, 2) end)
+        ::numeric(10, 2) as score,
     alert::boolean as is_alert,
-    status::text as status,
+    published_status::text as status,
     (method = '{{ var("ewi_default_alert_method", "farrington") }}')::boolean as is_default_method,
     (case status
         when 'no_data' then format('%s, %s: inga uppgifter denna vecka (lov eller ingen leverans).',
@@ -122,8 +178,9 @@ select
         when 'no_convergence' then format('%s, %s: modellen kunde inte skattas denna vecka (%s).',
                                           label_sv, area_name, name_sv)
         else format('%s, %s vecka %s: %s observerade, %s förväntade, larmgräns %s (%s). %s%s',
-                    label_sv, area_name, iso_week, observed_sv, expected_text, threshold_text, name_sv,
+                    label_sv, area_name, iso_week, observed_sv, expected_sv, threshold_sv, name_sv,
                     case when alert then 'LARM: över larmgränsen.'
+                         when published_status = 'withheld' then 'Inget larm.'
                          when status = 'few_cases' or observed < {{ min_count }}
                              then 'Inget larm: för få fall för att larma.'
                          else 'Inget larm.' end,
@@ -137,8 +194,9 @@ select
         when 'no_convergence' then format('%s, %s: the model could not be fitted this week (%s).',
                                           label_en, area_name, name_en)
         else format('%s, %s week %s: %s observed, %s expected, alert threshold %s (%s). %s%s',
-                    label_en, area_name, iso_week, observed_en, expected_text, threshold_text, name_en,
+                    label_en, area_name, iso_week, observed_en, expected_en, threshold_en, name_en,
                     case when alert then 'ALERT: above the threshold.'
+                         when published_status = 'withheld' then 'No alert.'
                          when status = 'few_cases' or observed < {{ min_count }}
                              then 'No alert: too few cases to alert on.'
                          else 'No alert.' end,
