@@ -339,6 +339,17 @@ def _build_locked(select: str | None, full_refresh: bool, started: float, run: d
         if res.exception is not None:
             failures.append({"node": "dbt", "message": _scrub(str(res.exception))})
         success = bool(res.success) and not failures
+        if success:  # the disclosure audit of everything the build would publish, in the same gate
+            from ewi.disclosure.audit import build_check
+
+            built = [n["name"] for n in nodes if n["resource_type"] == "model" and n["schema"] == STAGING_SCHEMA]
+            with warehouse.connect(autocommit=True) as conn:
+                check = build_check(conn, built, STAGING_SCHEMA, PUBLISHED_SCHEMA)
+            nodes.append(check)
+            phase_seconds.append({"phase": "disclosure audit", "s": round(check["execution_time"], 2)})
+            if check["status"] in _FAILED:
+                failures.append({"node": check["unique_id"], "message": _scrub(check["message"])})
+                success = False
     if "s" in farrington:
         phase_seconds.append({"phase": "farrington (beside the build)", "s": farrington["s"]})
 

@@ -1,0 +1,116 @@
+"""The disclosure audit of everything a dashboard reader can see: run by the gated build on the marts
+it is about to publish (ewi/transform.py), and on `published` by `ewi disclosure-audit`.
+
+Fails when a suppressed cell can be narrowed, from all published figures together, to an interval
+that leaves out a value from 0 to disclosure_min_count - 1 (SOURCES.md, disclosure control), and
+when the schema holds a readable table the audit does not know (a new mart must say how it is
+audited before it can be published)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import pandas as pd
+import psycopg
+from psycopg import sql
+
+from ewi.disclosure.intervals import Finding, InfeasibleFigures, narrowed_cells
+from ewi.disclosure.system import build_system
+
+#: The marts the audit reads, and the ones that publish no figure derived from the weekly cells.
+AUDITED = ("area_weekly_indicators", "municipality_weekly", "area_trends", "area_alerts")
+NO_CELL_FIGURES = ("load_status",)  # deliveries per source: rows and dates, not people
+
+
+@dataclass
+class AuditResult:
+    passed: bool
+    findings: list[Finding] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    stats: dict = field(default_factory=dict)
+
+    def message(self, limit: int = 5) -> str:
+        """What failed, in area/indicator/week terms (no person is named anywhere in a cell key)."""
+        parts = list(self.problems)
+        for f in self.findings[:limit]:
+            upper = "inf" if f.upper == float("inf") else f"{f.upper:g}"
+            parts.append(f"{'/'.join(str(p) for p in f.cell)} narrowed to [{f.lower:g}, {upper}] "
+                         f"by {', '.join(f.figures)}")
+        if len(self.findings) > limit:
+            parts.append(f"... {len(self.findings) - limit} more cells")
+        return "; ".join(parts) or "passed"
+
+
+def _read(conn: psycopg.Connection, table: sql.Composable) -> pd.DataFrame:
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("select * from {}").format(table))
+        columns = [d.name for d in cur.description]
+        return pd.DataFrame(cur.fetchall(), columns=columns)
+
+
+def _tables(conn: psycopg.Connection, schema: str) -> list[str]:
+    return [r[0] for r in conn.execute(
+        "select table_name::text from information_schema.tables where table_schema = %s", (schema,)).fetchall()]
+
+
+def audit(conn: psycopg.Connection, schemas: dict[str, str], project_vars: dict | None = None) -> AuditResult:
+    """Audit the marts; `schemas` says where each one is read (table -> schema, e.g. the build's
+    published_next for the marts it built, `published` for the rest)."""
+    from ewi.alerts.runner import project_vars as read_project_vars
+    from ewi.alerts.series import rolling_weeks_setting
+
+    started = time.monotonic()
+    settings = read_project_vars() if project_vars is None else project_vars
+    required = int(settings.get("disclosure_min_count", 5)) - 1
+    result = AuditResult(passed=True)
+    unknown_tables = sorted(
+        t for schema in set(schemas.values()) for t in _tables(conn, schema)
+        if t not in AUDITED and t not in NO_CELL_FIGURES and schemas.get(t, schema) == schema)
+    for table in unknown_tables:
+        result.problems.append(f"{table}: a readable table the disclosure audit does not know")
+    frames: dict[str, pd.DataFrame | None] = {}
+    for table in AUDITED:
+        schema = schemas.get(table)
+        if schema is None or table not in _tables(conn, schema):
+            frames[table] = None
+        else:
+            frames[table] = _read(conn, sql.Identifier(schema, table))
+    if frames["area_weekly_indicators"] is None or frames["municipality_weekly"] is None:
+        result.stats = {"seconds": round(time.monotonic() - started, 2), "skipped": "no weekly marts"}
+        result.passed = not result.problems
+        return result
+    read_s = time.monotonic() - started
+    system = build_system(
+        frames["area_weekly_indicators"], frames["municipality_weekly"], frames["area_trends"],
+        frames["area_alerts"], rolling_weeks_setting(settings.get("alert_rolling_weeks")),
+        int(settings.get("ears_baseline_weeks", 7)))
+    built_s = time.monotonic() - started - read_s
+    try:
+        findings, stats = narrowed_cells(system, float(required))
+    except InfeasibleFigures as exc:
+        findings, stats = [], {}
+        result.problems.append(str(exc))
+    result.findings = findings
+    result.stats = {**stats, "figures": dict(system.figures), "read_s": round(read_s, 2),
+                    "system_s": round(built_s, 2), "seconds": round(time.monotonic() - started, 2)}
+    result.passed = not findings and not result.problems
+    return result
+
+
+def build_check(conn: psycopg.Connection, built: list[str], staging: str, published: str) -> dict:
+    """The audit as one check of a gated build, shaped like a dbt test result (ewi/transform.py
+    records it in audit.dbt_test_results and publishes nothing when it fails): the marts the build
+    made are read from `staging`, the others from `published`, as they will be read once published."""
+    started = time.monotonic()
+    schemas = {table: (staging if table in built else published) for table in AUDITED}
+    try:
+        result = audit(conn, schemas)
+        status = "pass" if result.passed else "fail"
+        message = None if result.passed else result.message()
+        failures = len(result.findings) + len(result.problems)
+    except Exception as exc:  # an audit that cannot run vouches for nothing
+        status, message, failures = "error", f"{type(exc).__name__}: {exc}", None
+    return {"unique_id": "test.ewi.disclosure_audit", "name": "disclosure_audit", "resource_type": "test",
+            "schema": staging, "model": None, "status": status, "failures": failures, "message": message,
+            "execution_time": time.monotonic() - started}
