@@ -1,5 +1,6 @@
 """The `ewi` command line. Exit codes: 0 success, 1 an unexpected error, 2 usage error, 3 a delivery
-was quarantined or rejected (ingest) or a gate failed (transform), 4 the warehouse is unreachable,
+was quarantined or rejected (ingest), a gate failed (transform) or a published batch holds reversible
+pseudonyms (reversible-pseudonyms), 4 the warehouse is unreachable,
 5 the disk is full, 6 a time limit ran out, 7 a lock wait ran out (ewi.errors defines them). With
 --json every outcome, failures included, is JSON lines on stdout."""
 
@@ -105,6 +106,18 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     return EXIT_OK if result.status == "published" else EXIT_GATE
 
 
+def cmd_reversible_pseudonyms(args: argparse.Namespace) -> int:
+    from ewi import setup, warehouse
+    from ewi.ingest import pseudonyms
+
+    setup.init_warehouse()
+    with warehouse.connect() as conn:
+        found = pseudonyms.reversible_published(conn)
+    for batch in found:
+        _print_json(batch) if args.json else print(f"{batch['batch_id']}  {batch['source']:15} {batch['period']}")
+    return EXIT_GATE if found else EXIT_OK
+
+
 def cmd_transform(args: argparse.Namespace) -> int:
     from ewi import setup, transform
 
@@ -193,6 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_quarantine)
+
+    p = sub.add_parser("reversible-pseudonyms",
+                       help="list published batches whose pseudonyms are unkeyed hashes of identity numbers")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_reversible_pseudonyms)
 
     p = sub.add_parser("transform", help="dbt build of the indicator models")
     p.add_argument("--json", action="store_true")

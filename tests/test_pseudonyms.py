@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import random
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -238,6 +238,53 @@ def test_a_batch_quarantined_before_the_check_existed_is_rejected_when_released(
     finally:
         conn.execute("delete from raw.contacts where home_area_code = %s", (area,))
         conn.execute("delete from ref.areas where area_code = %s", (area,))
+
+
+def as_correction(original: Path, out_dir: Path) -> Path:
+    """The delivered file again, delivered an hour later: the contract's correction of its week."""
+    source, period, delivered = original.stem.rsplit("_", 2)
+    later = datetime.strptime(delivered, "%Y%m%dT%H%M") + timedelta(hours=1)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{source}_{period}_{later:%Y%m%dT%H%M}.csv"
+    path.write_bytes(original.read_bytes())
+    manifest = original.with_name(original.name + ".manifest.json")
+    if manifest.exists():
+        path.with_name(path.name + ".manifest.json").write_bytes(manifest.read_bytes())
+    return path
+
+
+def listed_reversible(capsys) -> tuple[int, list[dict], str]:
+    code = main(["reversible-pseudonyms", "--json"])
+    captured = capsys.readouterr()
+    return code, [json.loads(x) for x in captured.out.splitlines() if x.startswith("{")], captured.out + captured.err
+
+
+def test_batches_published_before_the_check_existed_are_listed_until_a_correction_replaces_them(
+        conn, delivered, tmp_path, capsys, monkeypatch):
+    code, listed, _ = listed_reversible(capsys)
+    assert (code, listed) == (EXIT_OK, [])
+    published, secrets = [], set()
+    for source, form in (("contacts", "10-"), ("school_absence", "10")):  # files no other test sends
+        path, numbers = with_unkeyed_pseudonyms(delivered[(source, WEEKS[0])], tmp_path / "landing", "sha256", form)
+        secrets |= numbers
+        with monkeypatch.context() as older:  # as a version without the check published them
+            older.setattr(pseudonyms, "check_pending", lambda *args, **kwargs: None)
+            _, result, _ = ewi_ingest(capsys, path)
+        assert result["status"] == "published"
+        published.append({"batch_id": result["batch_id"], "source": source, "period": WEEKS[0]})
+
+    code, listed, output = listed_reversible(capsys)
+    assert code == EXIT_GATE
+    assert sorted(listed, key=lambda b: b["source"]) == published
+    assert not any(s in output or s.upper() in output for s in secrets)
+
+    for source in ("contacts", "school_absence"):
+        code, result, _ = ewi_ingest(capsys, as_correction(delivered[(source, WEEKS[0])], tmp_path / "corrections"))
+        assert (code, result["status"]) == (EXIT_OK, "published")
+    code, listed, _ = listed_reversible(capsys)
+    assert (code, listed) == (EXIT_OK, [])
+    for batch in published:
+        assert left_in_tables(conn, batch["source"], batch["batch_id"], audited=True) == 0
 
 
 @pytest.mark.parametrize("form", sorted(FORMS))

@@ -183,3 +183,26 @@ def check_pending(conn, table: sql.Identifier, rows: int) -> None:
     of identity numbers. Neither a pseudonym nor a number leaves this function."""
     if any_reversible(sample(conn, table, rows)):
         raise Rejection("reversible_pseudonym", REASON)
+
+
+def reversible_published(conn) -> list[dict]:
+    """The published batches whose pseudonyms are unkeyed hashes: published before the gate checked
+    for them. Named by batch, source and period only. The remedy is the contract's: the source
+    delivers the week again, pseudonymised with the key, and that correction supersedes the batch."""
+    from ewi.sources import SOURCES
+
+    found = []
+    batches = conn.execute("select batch_id, source, period from audit.batches where status = 'published' "
+                           "order by source, period").fetchall()
+    for batch_id, source_name, period in batches:
+        source = SOURCES[source_name]
+        # A partitioned source is read from the period's partition only (the batch id is no key).
+        week = sql.SQL(" and {} = {}").format(sql.Identifier(source.period_column), sql.Literal(period)) \
+            if source.partitioned else sql.SQL("")
+        rows = conn.execute(sql.SQL("select birth_year::text, person_pseudonym::text from {} "
+                                    "where batch_id = %s{} limit %s").format(
+            sql.Identifier("raw", source.name), week), (batch_id, SAMPLE_ROWS)).fetchall()
+        if any_reversible(rows):
+            found.append({"batch_id": batch_id, "source": source_name, "period": period})
+    conn.rollback()  # only read
+    return found
