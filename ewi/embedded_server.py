@@ -81,11 +81,19 @@ def _is_live_postmaster(pid: int, pgdata: Path) -> bool:
         proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:
             return False
-        return proc.name() == "postgres" and str(pgdata) in proc.cmdline()
+        return proc.name() == "postgres" and _data_directory_of(proc.cmdline()) == pgdata.resolve()
     except (psutil.NoSuchProcess, psutil.ZombieProcess):
         return False
     except psutil.AccessDenied:
         return True  # someone else's process: assume it is what the file says
+
+
+def _data_directory_of(cmdline: list[str]) -> Path | None:
+    """The -D argument of a postgres command line (pg_ctl starts the postmaster with it)."""
+    for flag, value in zip(cmdline, cmdline[1:], strict=False):
+        if flag == "-D":
+            return Path(value).resolve()
+    return None
 
 
 def _pid_exists(pid: int) -> bool:
