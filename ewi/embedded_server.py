@@ -304,7 +304,7 @@ def _wait_until_ready(pgdata: Path, timeout: float, log_offset: int) -> float:
             seen_alive = True
             if pm.status == "ready":
                 return (pgdata / "postmaster.pid").stat().st_mtime
-        elif seen_alive or time.monotonic() - started > 5:
+        elif seen_alive or time.monotonic() - started > 15:  # pg_ctl -W returns before the pid file
             complaints = _server_complaints(pgdata, log_offset)
             if any("No space left on device" in c for c in complaints):
                 raise DiskFull(f"the warehouse's disk is full: its server cannot start (it needs room for "
