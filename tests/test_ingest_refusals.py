@@ -94,6 +94,19 @@ def test_a_file_without_header_row_is_refused_by_counts_not_by_its_first_row(con
     assert "7 of 7 header field(s) outside the contract, at position(s) 1, 2, 3, 4, 5, 6, 7" in result["reason"]
 
 
+def test_the_plain_output_of_a_refusal_holds_no_content_either(conn, tmp_path):
+    period = "2022-W30"
+    first = [PSEUDONYM, NAME, ADDRESS, "2081C1020", "2011", "police", "social_services"]
+    data = "\n".join(",".join(first if i == 0 else contacts_row(period)) for i in range(3)) + "\n"
+    path = extracts.write(tmp_path, "contacts", period, content=data.encode())
+    out = subprocess.run([EWI, "ingest", str(path)], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "EWI_WAREHOUSE_DB": DB})
+    assert out.returncode == 3
+    assert "rejected" in out.stdout and "missing_columns: none of the contract's 7 columns" in out.stdout
+    printed = out.stdout + out.stderr
+    assert not [i for i, token in enumerate(first) if len(token) >= 6 and token in printed]
+
+
 def test_an_unexpected_column_is_named_by_its_position(conn, tmp_path):
     columns = [*SOURCES["referrals"].column_names, "handlaggare_anteckning"]
     path = extracts.write(tmp_path, "referrals", "2022-W11", columns=columns)
