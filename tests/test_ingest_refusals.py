@@ -200,6 +200,16 @@ def test_a_long_field_past_the_first_megabyte_is_refused_with_its_line(conn, tmp
     assert result["reason"] == "field_too_long: a field on line 11002 is longer than 1024 bytes"
 
 
+def test_a_long_header_of_quotes_and_semicolons_is_refused_by_counts(conn, tmp_path):
+    """Within the line bound, but the kind of line that csv.Sniffer takes quadratic time over
+    (docs/benchmarks.md); the delimiter is decided on its first KiB."""
+    data = ('"x;' * 21_000 + "\n").encode()
+    path = extracts.write(tmp_path, "school_absence", "2022-W31", content=data)
+    result = assert_refused(conn, path, "dialect", ['"x;"x;"x'])
+    assert result["reason"].startswith("dialect: the header repeats a column name, at positions 1, 2, 3,")
+    assert result["reason"].endswith(", 19, 20, …")
+
+
 def test_a_header_with_a_carriage_return_inside_is_refused_not_crashed(conn, tmp_path):
     columns = list(SOURCES["contacts"].column_names)
     data = (",".join(columns[:3]) + "\rx" + NAME + "," + ",".join(columns[3:]) + "\n").encode()
