@@ -16,6 +16,7 @@ import json
 import os
 import re
 import stat
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -284,10 +285,11 @@ def check_header(inspection: Inspection) -> None:
     expected = set(source.column_names)
     identifying = [h for h in header if IDENTIFIER_COLUMN_RE.search(h) and h not in expected]
     if identifying:
+        identifying_names = set(identifying)
         raise Rejection("direct_identifier", f"{len(identifying)} column(s) named like a direct identifier, "
-                        f"at position(s) {_positions(header, lambda h: h in identifying)}")
+                        f"at position(s) {_positions(header, lambda h: h in identifying_names)}")
     if len(set(header)) != len(header):
-        repeated = [h for h in header if header.count(h) > 1]
+        repeated = {h for h, n in Counter(header).items() if n > 1}  # a header may have thousands of fields
         raise Rejection("dialect", "the header repeats a column name, at positions "
                         f"{_positions(header, lambda h: h in repeated)}")
     missing = sorted(expected - set(header))
