@@ -250,6 +250,16 @@ def test_a_dangling_symbolic_link_is_refused_and_recorded(conn, tmp_path):
     assert_refused(conn, link, "not_a_regular_file", ["gone"], read=False)
 
 
+def test_a_delivery_in_a_folder_reached_through_a_link_is_taken(conn, tmp_path):
+    """Only the file itself must not be a link: a landing folder may be a link to a mount."""
+    path = extracts.write(tmp_path / "mount", "contacts", "2022-W32")
+    (tmp_path / "landing").symlink_to(tmp_path / "mount")
+    out = subprocess.run([EWI, "ingest", str(tmp_path / "landing" / path.name), "--json"], capture_output=True,
+                         text=True, timeout=120, env={**os.environ, "EWI_WAREHOUSE_DB": DB})
+    [result] = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    assert out.returncode == 0 and result["status"] == "published" and result["rows"] == 40
+
+
 def test_a_directory_named_like_a_delivery_is_refused_by_the_ingest(conn, tmp_path):
     """The command line turns a directory away as a usage error; the ingest itself (which the DAG
     calls with paths) refuses and records it."""

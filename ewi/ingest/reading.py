@@ -70,12 +70,13 @@ _NOT_REGULAR = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a directory")
                 (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 
 
-def refuse_unless_regular(mode: int, what: str = "the path") -> None:
+def refuse_unless_regular(mode: int) -> None:
     """A delivery is a regular file. A symbolic link could lead anywhere (another file, /dev/zero),
-    a named pipe or a device may never end: they are refused on their lstat, never opened."""
+    a named pipe or a device may never end: they are refused on their lstat, never opened. Only the
+    last part of the path counts: the folders above it may be links (a landing folder on a mount)."""
     if not stat.S_ISREG(mode):
-        kind = next((name for test, name in _NOT_REGULAR if test(mode)), "not a regular file")
-        raise Rejection("not_a_regular_file", f"{what} is {kind}, not a regular file; nothing of it was read")
+        kind = next((name for test, name in _NOT_REGULAR if test(mode)), "of an unknown kind")
+        raise Rejection("not_a_regular_file", f"the path is {kind}, not a regular file; nothing of it was read")
 
 
 def open_regular(path: Path):
