@@ -55,11 +55,13 @@ demo: install
 	@echo "==> [demo] generating two years of synthetic extracts into $(DEMO_DATA)"
 	rm -rf $(DEMO_DATA)
 	$(BIN)/ewi synth --out $(DEMO_DATA) --weeks 104 --seed 7
+	@echo "==> [demo] stopping the local Airflow of an earlier demo, if it still runs (demo-run runs the DAGs itself)"
+	$(BIN)/ewi airflow down
 	@echo "==> [demo] running the pipeline through Airflow (ingest DAG, then transform DAG)"
 	$(BIN)/ewi airflow demo-run --landing $(DEMO_DATA)
 	@echo "==> [demo] starting a local Airflow that ingests whatever lands in $(EWI_HOME)/landing (ewi airflow down stops it)"
 	-$(BIN)/ewi airflow up
-	@echo "==> [demo] serving the dashboard"
+	@echo "==> [demo] serving the dashboard (another port if $(DEMO_PORT) is taken; this EWI_HOME's running one is reused)"
 	$(BIN)/ewi dashboard --demo-users --port $(DEMO_PORT)
 
 # A real local Airflow (api-server, scheduler, dag-processor, triggerer) watching the landing folder

@@ -12,10 +12,14 @@ passed as AIRFLOW__* environment variables, so `ewi airflow env` shows the whole
   failed, 3 the transform's tests failed and nothing was published.
 - `up` starts the scheduler, DAG processor, triggerer and API server in the background (pid files
   and logs under $EWI_HOME/airflow), and a Celery worker with EWI_AIRFLOW_EXECUTOR=CeleryExecutor.
+  Starting twice is safe: services of this EWI_HOME that already run are reused (found by their
+  pid files, or by their AIRFLOW_HOME when the pid files are gone), and when another process holds
+  the API server's port, `up` names it and takes the next free port, which it prints.
   The triggerer runs the landing folder's watcher: a delivery dropped into the landing folder is
   ingested, transformed and shown without anyone triggering anything (docs/orchestration.md).
 
-Settings beyond EWI_HOME: EWI_AIRFLOW_PORT (8080), EWI_AIRFLOW_DB_DSN (a libpq DSN for the
+Settings beyond EWI_HOME: EWI_AIRFLOW_PORT (8080; the port taken is kept in run/api-server.port
+while the API server runs), EWI_AIRFLOW_DB_DSN (a libpq DSN for the
 metadata database instead of `airflow` on the warehouse server), EWI_AIRFLOW_EXECUTOR
 (LocalExecutor | CeleryExecutor), EWI_AIRFLOW_CELERY_BROKER (redis://127.0.0.1:6379/0),
 EWI_AIRFLOW_CELERY_QUEUE (ewi), OPENLINEAGE_URL (send lineage over HTTP instead of to
@@ -39,7 +43,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from ewi import config
+from ewi import config, ports
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -56,8 +60,21 @@ class Service:
     args: tuple[str, ...]
 
 
-def _port() -> int:
+def _configured_port() -> int:
     return int(os.environ.get("EWI_AIRFLOW_PORT", "8080"))
+
+
+def _port_file() -> Path:
+    return _run_dir() / "api-server.port"
+
+
+def _port() -> int:
+    """The API server's port: the one `up` took for it (the configured one unless another process
+    held that), else the configured one."""
+    taken = _port_file()
+    if taken.exists():
+        return int(taken.read_text(encoding="utf-8").strip())
+    return _configured_port()
 
 
 #: The long-running components `up` starts, in start order. A watcher for the landing folder
@@ -305,6 +322,7 @@ def demo_run(landing: str | None) -> int:
         print(f"ewi airflow demo-run: no such folder: {folder}", file=sys.stderr)
         return EXIT_USAGE
     files = orchestration.delivered_files(None, str(folder))
+    _adopt_running_services()
     if any(_running_pid(s) for s in services()):
         # The scheduler would also act on the asset events demo-run emits, and run the DAGs twice.
         progress("the local Airflow is up; stop it first (ewi airflow down)")
@@ -356,21 +374,88 @@ def _run_dir() -> Path:
     return path
 
 
+def _is_service(pid: int, service: Service) -> bool:
+    try:
+        # Processes retitle themselves (setproctitle): Airflow's as "airflow api_server -- ...", the
+        # Celery worker as "[celeryd: ...] (celery worker ...)" without "airflow"; so match loosely.
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").replace(b"_", b"-")
+    except OSError:
+        return False
+    return (b"airflow" in cmdline or b"celeryd" in cmdline) and service.args[0].encode() in cmdline
+
+
 def _running_pid(service: Service) -> int | None:
     """The pid of a service we started, if it still runs (a recycled pid is not ours)."""
     pid_file = _run_dir() / f"{service.name}.pid"
     if not pid_file.exists():
         return None
     pid = int(pid_file.read_text().strip())
+    return pid if _is_service(pid, service) else None
+
+
+def _adopt_running_services() -> None:
+    """Write the pid files of services of this EWI_HOME that run without one (lost with a removed
+    $EWI_HOME/airflow/run, or written by a start that was killed), so they are reused and `down`
+    stops them. A service `up` started leads its own session (start_new_session; its workers do not)
+    and writes its output to its log here; its environment cannot tell (setproctitle overwrites
+    /proc/<pid>/environ)."""
+    import psutil
+
+    logs = airflow_home() / "logs"
+    missing = [s for s in services() if not _running_pid(s)]
+    if not missing:
+        return
+    for proc in psutil.process_iter():
+        try:
+            if os.getsid(proc.pid) != proc.pid:
+                continue
+            output = os.readlink(f"/proc/{proc.pid}/fd/1")
+        except OSError:
+            continue
+        for service in missing:
+            if output == str(logs / f"{service.name}.log") and _is_service(proc.pid, service):
+                (_run_dir() / f"{service.name}.pid").write_text(str(proc.pid))
+                if service.name == "api-server":
+                    _port_file().write_text(str(_listening_port(proc.pid) or _configured_port()))
+                progress(f"{service.name} of this EWI_HOME runs without a pid file: found it (pid {proc.pid})")
+                missing.remove(service)
+                break
+
+
+def _listening_port(pid: int) -> int | None:
+    import psutil
+
     try:
-        # Processes retitle themselves (setproctitle): Airflow's as "airflow api_server -- ...", the
-        # Celery worker as "[celeryd: ...] (celery worker ...)" without "airflow"; so match loosely.
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").replace(b"_", b"-")
-    except OSError:
+        return next((c.laddr.port for c in psutil.Process(pid).net_connections(kind="tcp")
+                     if c.status == psutil.CONN_LISTEN), None)
+    except psutil.Error:
         return None
-    if (b"airflow" in cmdline or b"celeryd" in cmdline) and service.args[0].encode() in cmdline:
-        return pid
-    return None
+
+
+def _choose_port() -> int:
+    """The port for an API server about to start: the configured one, or, when another process
+    holds it, the next free one (said, with the holder)."""
+    wanted = _configured_port()
+    if ports.is_free(wanted):
+        return wanted
+    held_by = ports.holder(wanted)
+    port = ports.free_port(wanted)
+    progress(f"port {wanted} is in use by {held_by.describe() if held_by else 'another process'}; "
+             f"the API server takes port {port}")
+    return port
+
+
+def _why_stopped(log_file: Path, since: int) -> str:
+    """The last error line this start wrote to a service's log (from byte `since`; e.g. "address
+    already in use"), to say why it stopped; its own words, cut short."""
+    try:
+        with open(log_file, "rb") as fh:
+            fh.seek(since)
+            lines = fh.read().decode("utf-8", errors="replace").splitlines()[-200:]
+    except OSError:
+        return ""
+    errors = [line.strip() for line in lines if "error" in line.lower() or "in use" in line.lower()]
+    return f" ({errors[-1][:160]})" if errors else ""
 
 
 def _healthy(url: str) -> bool:
@@ -387,16 +472,28 @@ def up(timeout: float = 180) -> int:
     from ewi import setup
 
     setup.init_warehouse()
+    _adopt_running_services()
+    api_server = next(s for s in services() if s.name == "api-server")
+    if not _running_pid(api_server):
+        previous, port = _port(), _choose_port()
+        running = [s.name for s in services() if _running_pid(s)]
+        if running and port != previous:
+            # they send their task runs to the API server's port: they must start again with the new one
+            progress(f"{', '.join(running)} run with the API server on port {previous}; restarting them")
+            down()
+        _port_file().write_text(str(port))
     env = _process_env()
     ensure_db_migrated(env)
     logs = airflow_home() / "logs"
     logs.mkdir(exist_ok=True)
     started: dict[str, subprocess.Popen] = {}
+    log_start: dict[str, int] = {}
     for service in services():
         if _running_pid(service):
             progress(f"{service.name} already running")
             continue
         with open(logs / f"{service.name}.log", "ab") as out:
+            log_start[service.name] = out.tell()
             proc = subprocess.Popen(
                 [sys.executable, "-m", "airflow", *service.args], env=env, stdout=out,
                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
@@ -416,7 +513,9 @@ def up(timeout: float = 180) -> int:
         dead = [s.name for s in services()
                 if (started[s.name].poll() is not None if s.name in started else not _running_pid(s))]
         if dead:
-            progress(f"stopped during start-up: {', '.join(dead)}; see {logs}")
+            progress("stopped during start-up: "
+                     + ", ".join(name + _why_stopped(logs / f"{name}.log", log_start.get(name, 0)) for name in dead)
+                     + f"; see {logs}")
             return EXIT_FAILED
         time.sleep(2)
     progress(f"not healthy after {timeout:.0f} s; see {logs}")
@@ -424,6 +523,7 @@ def up(timeout: float = 180) -> int:
 
 
 def down(timeout: float = 30) -> int:
+    _adopt_running_services()
     stopping = []
     for service in reversed(services()):
         pid = _running_pid(service)
@@ -432,6 +532,7 @@ def down(timeout: float = 30) -> int:
             os.killpg(pid, signal.SIGTERM)
             stopping.append((service, pid))
         (_run_dir() / f"{service.name}.pid").unlink(missing_ok=True)
+    _port_file().unlink(missing_ok=True)
     deadline = time.monotonic() + timeout
     for service, pid in stopping:
         while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():

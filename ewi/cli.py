@@ -164,10 +164,32 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
             password = secrets.token_urlsafe(9)
             users.set_user(name, role, password)
             print(f"Demo login: {name} / {password}", flush=True)
+    port = _dashboard_port(args.host, args.port)
+    if port is None:
+        return EXIT_OK
     from ewi.dashboard.server import serve
 
-    serve(host=args.host, port=args.port)
+    serve(host=args.host, port=port)
     return EXIT_OK
+
+
+def _dashboard_port(host: str, wanted: int) -> int | None:
+    """The port to serve on: `wanted` when free; None when this EWI_HOME's dashboard already
+    serves there (it is reused: it reads the users file on every request, so new demo passwords
+    work there too); else the next free port. Says which process holds `wanted`."""
+    from ewi import config, ports
+
+    if ports.is_free(wanted, host):
+        return wanted
+    held_by = ports.holder(wanted)
+    if held_by and held_by.ewi_home == str(config.ewi_home()) and "dashboard" in held_by.command:
+        print(f"Dashboard: http://{host}:{wanted}/ (already running: {held_by.describe()}; reusing it)",
+              flush=True)
+        return None
+    port = ports.free_port(wanted, host)
+    print(f"ewi dashboard: port {wanted} is in use by {held_by.describe() if held_by else 'another process'}; "
+          f"serving on port {port}", flush=True)
+    return port
 
 
 def cmd_airflow(args: argparse.Namespace) -> int:
