@@ -50,11 +50,11 @@ from ewi import orchestration as orch
 def ewi_ingest():
     @task(inlets=orch.lineage_landing())
     def plan(params=None, triggering_asset_events=None) -> list[list[str]]:
-        from ewi import setup
+        from ewi import warehouse_init
 
         # Migrations and the area register first (idempotent, ~2 s): one task start fewer than a
         # task of its own, which is latency from landing to dashboard.
-        setup.init_warehouse()
+        warehouse_init.init_warehouse()
         payloads = [
             (event.extra or {}).get("payload") or {}
             for events in (triggering_asset_events or {}).values()

@@ -315,7 +315,7 @@ def _dags_test(dag_id: str, env: dict[str, str], conf: dict | None = None) -> bo
 
 
 def demo_run(landing: str | None) -> int:
-    from ewi import orchestration, setup
+    from ewi import orchestration, warehouse_init
 
     folder = Path(landing).resolve() if landing else config.landing_dir()
     if not folder.is_dir():
@@ -328,7 +328,7 @@ def demo_run(landing: str | None) -> int:
         progress("the local Airflow is up; stop it first (ewi airflow down)")
         return EXIT_USAGE
     started = time.monotonic()
-    setup.init_warehouse()
+    warehouse_init.init_warehouse()
     env = _process_env()
     ensure_db_migrated(env)
     t = time.monotonic()
@@ -469,9 +469,9 @@ def _healthy(url: str) -> bool:
 
 
 def up(timeout: float = 180) -> int:
-    from ewi import setup
+    from ewi import warehouse_init
 
-    setup.init_warehouse()
+    warehouse_init.init_warehouse()
     _adopt_running_services()
     api_server = next(s for s in services() if s.name == "api-server")
     if not _running_pid(api_server):

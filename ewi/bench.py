@@ -21,13 +21,13 @@ from pathlib import Path
 def _fresh_database(name: str) -> str:
     import psycopg
 
-    from ewi import setup, warehouse
+    from ewi import warehouse, warehouse_init
 
     admin = warehouse.dsn("postgres")
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'drop database if exists "{name}" with (force)')
     os.environ["EWI_WAREHOUSE_DB"] = name
-    setup.init_warehouse()
+    warehouse_init.init_warehouse()
     return warehouse.dsn()
 
 

@@ -80,12 +80,12 @@ def _use(name: str) -> None:
 def _ensure_base(years: int, history: list[Path]) -> dict:
     """The template database with the history ingested; ingests only the files it has not decided
     on yet (so an interrupted run resumes)."""
-    from ewi import setup
+    from ewi import warehouse_init
     from ewi.ingest import ingest_files
 
     name = base_database(years)
     _use(name)
-    setup.init_warehouse()  # creates the database when it is missing
+    warehouse_init.init_warehouse()  # creates the database when it is missing
     todo = [p for p in history if p.name not in _decided_files(name)]
     started = time.perf_counter()
     if todo:

@@ -27,14 +27,14 @@ def cmd_warehouse(args: argparse.Namespace) -> int:
     elif args.action == "stop":
         print("stopped" if warehouse.stop() else "not running")
     elif args.action == "init":
-        from ewi import setup
+        from ewi import warehouse_init
 
-        applied = setup.init_warehouse()
+        applied = warehouse_init.init_warehouse()
         print(f"warehouse ready ({len(applied)} migrations applied now)")
     elif args.action == "set-role-passwords":
-        from ewi import setup
+        from ewi import warehouse_init
 
-        print("passwords set for: " + (", ".join(setup.set_role_passwords()) or "none (no variables set)"))
+        print("passwords set for: " + (", ".join(warehouse_init.set_role_passwords()) or "none (no variables set)"))
     return EXIT_OK
 
 
@@ -48,11 +48,11 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from ewi import setup
+    from ewi import warehouse_init
     from ewi.ingest import ingest_files
     from ewi.ingest.reading import safe_file_name
 
-    setup.init_warehouse()
+    warehouse_init.init_warehouse()
     paths = [Path(p) for p in args.paths]
     for p in paths:
         # A symbolic link is not followed here: ingest refuses it, with an audit record.
@@ -88,9 +88,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_quarantine(args: argparse.Namespace) -> int:
-    from ewi import quarantine, setup
+    from ewi import quarantine, warehouse_init
 
-    setup.init_warehouse()
+    warehouse_init.init_warehouse()
     if args.action == "list":
         rows = quarantine.list_quarantined()
         for row in rows:
@@ -107,10 +107,10 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
 
 
 def cmd_reversible_pseudonyms(args: argparse.Namespace) -> int:
-    from ewi import setup, warehouse
+    from ewi import warehouse, warehouse_init
     from ewi.ingest import pseudonyms
 
-    setup.init_warehouse()
+    warehouse_init.init_warehouse()
     with warehouse.connect() as conn:
         found = pseudonyms.reversible_published(conn)
     for batch in found:
@@ -119,9 +119,9 @@ def cmd_reversible_pseudonyms(args: argparse.Namespace) -> int:
 
 
 def cmd_transform(args: argparse.Namespace) -> int:
-    from ewi import setup, transform
+    from ewi import transform, warehouse_init
 
-    setup.init_warehouse()
+    warehouse_init.init_warehouse()
     summary = transform.build(select=args.select, full_refresh=args.full_refresh)
     if args.json:
         _print_json(summary)

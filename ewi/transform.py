@@ -37,7 +37,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from ewi import build_runs, config, errors, locks, setup, warehouse
+from ewi import build_runs, config, errors, locks, warehouse, warehouse_init
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +248,7 @@ def build(select: str | None = None, full_refresh: bool = False) -> dict:
     """
     started = time.monotonic()
     started_at = datetime.now(UTC)
-    setup.init_warehouse()  # migrations (raw.published_at, audit.dbt_*) and the area register
+    warehouse_init.init_warehouse()  # migrations (raw.published_at, audit.dbt_*) and the area register
     with warehouse.connect(autocommit=True) as lock:
         # Held to the end: one build at a time, and no gate decision commits while the build reads,
         # so a decision is either in this build or newer than its watermark (ewi.locks).

@@ -32,9 +32,9 @@ def ewi_home(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def warehouse_ready(ewi_home) -> str:
     """An initialised warehouse (migrations applied, area register loaded); returns its DSN."""
-    from ewi import setup, warehouse
+    from ewi import warehouse, warehouse_init
 
-    setup.init_warehouse()
+    warehouse_init.init_warehouse()
     return warehouse.dsn()
 
 

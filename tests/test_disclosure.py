@@ -23,12 +23,12 @@ WINDOW = {"referrals": 3, "contacts": 3}  # docs/alerts.md: the watched 3-week s
 
 @pytest.fixture(scope="module")
 def built(ewi_home, tmp_path_factory):
-    from ewi import setup, synth, transform, warehouse
+    from ewi import synth, transform, warehouse, warehouse_init
     from ewi.ingest import ingest_files
 
     os.environ["EWI_WAREHOUSE_DB"] = "ewi_disclosure"
     try:
-        setup.init_warehouse()
+        warehouse_init.init_warehouse()
         out = tmp_path_factory.mktemp("synth")
         synth.generate(out, weeks=WEEKS, end_week=END_WEEK, seed=5)
         ingest_files(sorted(out.glob("*.csv")))

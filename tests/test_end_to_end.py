@@ -24,12 +24,12 @@ END_WEEK = "2026-W10"  # spans the Christmas and sports holidays
 
 @pytest.fixture(scope="module")
 def pipeline(ewi_home, tmp_path_factory):
-    from ewi import setup, synth, transform, warehouse
+    from ewi import synth, transform, warehouse, warehouse_init
     from ewi.ingest import ingest_files
 
     os.environ["EWI_WAREHOUSE_DB"] = "ewi_end_to_end"
     try:
-        setup.init_warehouse()
+        warehouse_init.init_warehouse()
         out = tmp_path_factory.mktemp("synth")
         synth.generate(out, weeks=WEEKS, end_week=END_WEEK, seed=5)
         files = sorted(out.glob("*.csv"))

@@ -41,11 +41,11 @@ ORIGINAL_AT, CORRECTION_AT = datetime(2030, 1, 1, 6, 0), datetime(2030, 1, 2, 6,
 
 @pytest.fixture(scope="module")
 def dsn(ewi_home):
-    from ewi import setup, warehouse
+    from ewi import warehouse, warehouse_init
 
     os.environ["EWI_WAREHOUSE_DB"] = "ewi_concurrency_tests"
     try:
-        setup.init_warehouse()
+        warehouse_init.init_warehouse()
         yield warehouse.dsn()
     finally:
         os.environ.pop("EWI_WAREHOUSE_DB", None)

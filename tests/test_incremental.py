@@ -33,11 +33,11 @@ BUILD_MARKS = {"processed_at", "computed_at"}
 
 @pytest.fixture(scope="module")
 def deliveries(ewi_home, tmp_path_factory):
-    from ewi import setup, synth, warehouse
+    from ewi import synth, warehouse, warehouse_init
 
     os.environ["EWI_WAREHOUSE_DB"] = "ewi_incremental_tests"
     try:
-        setup.init_warehouse()
+        warehouse_init.init_warehouse()
         out = tmp_path_factory.mktemp("synth")
         synth.generate(out, weeks=WEEKS, end_week=END_WEEK, seed=11)
         by_week: dict[str, dict[str, object]] = {}

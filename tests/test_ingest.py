@@ -30,11 +30,11 @@ def new_period() -> str:
 
 @pytest.fixture(scope="module")
 def conn(ewi_home):
-    from ewi import setup, warehouse
+    from ewi import warehouse, warehouse_init
 
     os.environ["EWI_WAREHOUSE_DB"] = "ewi_ingest_tests"
     try:
-        setup.init_warehouse()
+        warehouse_init.init_warehouse()
         with psycopg.connect(warehouse.dsn(), autocommit=True) as c:
             yield c
     finally:

@@ -29,11 +29,11 @@ NAME, ADDRESS, PSEUDONYM = "Annika Lindqvist", "Storgatan 12", extracts.pseudony
 
 @pytest.fixture(scope="module")
 def conn(ewi_home):
-    from ewi import setup, warehouse
+    from ewi import warehouse, warehouse_init
 
     os.environ["EWI_WAREHOUSE_DB"] = DB
     try:
-        setup.init_warehouse()
+        warehouse_init.init_warehouse()
         with psycopg.connect(warehouse.dsn(), autocommit=True) as c:
             yield c
     finally:

@@ -82,9 +82,9 @@ def delivered(warehouse_db, tmp_path_factory) -> dict[tuple[str, str], Path]:
 
 @pytest.fixture(scope="module")
 def conn(warehouse_db):
-    from ewi import setup, warehouse
+    from ewi import warehouse, warehouse_init
 
-    setup.init_warehouse()
+    warehouse_init.init_warehouse()
     with psycopg.connect(warehouse.dsn(), autocommit=True) as c:
         yield c
 
