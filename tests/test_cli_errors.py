@@ -15,7 +15,7 @@ import pytest
 from tests import extracts
 
 # The README's exit-code table (not ewi.errors: the documented contract is what is tested).
-EXIT_WAREHOUSE_UNAVAILABLE = 4
+EXIT_WAREHOUSE_UNAVAILABLE, EXIT_TIMEOUT, EXIT_LOCK_TIMEOUT = 4, 6, 7
 
 
 def closed_port() -> int:
@@ -79,3 +79,42 @@ def test_usage_errors_are_answers_too(ewi_home, tmp_path):
     assert result.returncode == 2
     [line] = json_lines(result.stdout)
     assert line["status"] == "error" and line["code"] == "usage"
+
+
+@pytest.fixture(scope="module")
+def own_database(ewi_home) -> dict:
+    """A warehouse database of this module's own, initialised (advisory locks are per database)."""
+    env = {"EWI_WAREHOUSE_DB": "ewi_cli_errors"}
+    assert ewi("warehouse", "init", env=env).returncode == 0
+    return env
+
+
+@pytest.fixture
+def build_lock_held(own_database):
+    """The build lock, held by the test's own session as a running build holds it."""
+    import psycopg
+
+    from ewi import locks, warehouse
+
+    with psycopg.connect(warehouse.dsn(own_database["EWI_WAREHOUSE_DB"]), autocommit=True) as conn:
+        conn.execute("select pg_advisory_lock(%s)", (locks.BUILD,))
+        yield conn
+
+
+def test_a_lock_wait_that_runs_out_is_an_answer_with_exit_7(own_database, build_lock_held):
+    # PostgreSQL's own limit on lock waits, set the documented libpq way
+    result = ewi("transform", "--json", env={**own_database, "PGOPTIONS": "-c lock_timeout=500"})
+    assert result.returncode == EXIT_LOCK_TIMEOUT, result.stderr[-2000:]
+    [line] = json_lines(result.stdout)
+    assert line["status"] == "error" and line["code"] == "lock_timeout"
+    assert "another run holds the lock" in line["reason"]
+    assert "Traceback" not in result.stderr
+
+
+def test_a_statement_time_limit_is_an_answer_with_exit_6(own_database, build_lock_held):
+    result = ewi("transform", "--json", env={**own_database, "PGOPTIONS": "-c statement_timeout=500"})
+    assert result.returncode == EXIT_TIMEOUT, result.stderr[-2000:]
+    [line] = json_lines(result.stdout)
+    assert line["status"] == "error" and line["code"] == "timeout"
+    assert "time limit" in line["reason"]
+    assert "Traceback" not in result.stderr
