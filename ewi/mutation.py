@@ -80,12 +80,17 @@ TARGETS = (
             "one_address_trying_many_usernames_is_throttled",
             "a_malformed_password_hash_refuses_every_login_and_says_so",
         )), 0.4, strings=False),
+    # the hand-worked cells of one small build first (the gated build also runs the disclosure audit);
+    # then the dbt unit tests, and the sum-below-minimum rule and the differencing attack on a
+    # two-year synthetic build
     Target("disclosure", ("dbt_project/macros/disclosure_control.sql",), (
-        "tests/test_disclosure.py",
-        "tests/test_transform.py::test_dbt_unit_tests_pass",
         "tests/test_transform.py::test_primary_and_secondary_suppression",
         "tests/test_transform.py::test_no_published_count_between_one_and_four",
+        "tests/test_transform.py::test_absence_cells_by_hand",
         "tests/test_transform.py::test_contacts_and_multi_signal_by_hand",
+        "tests/test_transform.py::test_dbt_unit_tests_pass",
+        "tests/test_disclosure.py::test_secondary_suppression_sum_below_minimum_on_built_data",
+        "tests/test_disclosure.py::test_differencing_recovers_no_suppressed_cell",
     ), 0.4),
 )
 
@@ -195,42 +200,44 @@ def _compiles(text: str, path: str) -> bool:
 # ------------------------------------------------------------------------------------ SQL (dbt)
 
 # (text that occurs exactly once in the macro file, its replacement, the rule it breaks)
+# Ordered by harm: a suppressed count published first, a rate's rounding last (under a time budget the
+# tail is what is left out).
 DISCLOSURE_MUTATIONS = (
-    ("' between 1 and ' ~ (m - 1)", "' between 2 and ' ~ (m - 1)", "a count of 1 is published"),
-    ("' between 1 and ' ~ (m - 1)", "' between 0 and ' ~ (m - 1)", "a zero is suppressed"),
-    ("' between 1 and ' ~ (m - 1)", "' between 1 and ' ~ (m - 2)", "a count of min-1 is published"),
-    ("' between 1 and ' ~ (m - 1)", "' between 1 and ' ~ m", "a count of min is suppressed"),
-    ("g.{{ is_small }} or (", "g.{{ is_small }} and (", "primary suppression only with secondary"),
-    ("g._rank_{{ c }} = 1", "g._rank_{{ c }} = 2", "secondary suppression picks the second cell"),
-    ("and g.{{ c }} >= {{ m }}", "and g.{{ c }} > {{ m }}", "secondary cell must exceed the minimum"),
-    ("g._n_small_{{ c }} >= 1", "g._n_small_{{ c }} >= 0", "secondary suppression without a primary"),
-    ("(g._n_small_{{ c }} = 1 or g._sum_small_{{ c }} < {{ m }})", "g._n_small_{{ c }} = 1",
-     "sum-below-minimum rule dropped"),
-    ("(g._n_small_{{ c }} = 1 or g._sum_small_{{ c }} < {{ m }})", "g._sum_small_{{ c }} < {{ m }}",
-     "single-suppressed-cell rule dropped"),
-    ("g._sum_small_{{ c }} < {{ m }}", "g._sum_small_{{ c }} <= {{ m }}", "sum equal to the minimum"),
-    ("g._n_small_{{ c }} = 1 or", "g._n_small_{{ c }} = 2 or", "single-cell rule needs two cells"),
-    ("count(*) filter (where s.{{ is_small }})", "count(*)", "every cell counted as small"),
-    ("coalesce(sum(s.{{ c }}) filter (where s.{{ is_small }}) {{ over }}, 0)",
-     "coalesce(sum(s.{{ c }}) {{ over }}, 0)", "sum of small cells is the sum of all"),
-    ("order by (s.{{ c }} >= {{ m }}) desc", "order by (s.{{ c }} >= {{ m }}) asc",
-     "secondary cell chosen among the small ones"),
-    ("desc, s.{{ c }}, s.{{ tiebreak }}", "desc, s.{{ c }} desc, s.{{ tiebreak }}",
-     "largest cell suppressed instead of the smallest"),
-    ("coalesce(s.{{ is_small }}, false)", "coalesce(s.{{ is_small }}, true)", "unknown counts suppressed"),
-    ("when {{ is_suppressed }} or {{ denominator }} is null", "when {{ is_suppressed }} and {{ denominator }} is null",
-     "rate of a suppressed count published"),
-    (" or {{ denominator }} = 0 then null", " then null", "rate over a zero denominator"),
-    ("then 100.0 else 1000.0", "then 1000.0 else 100.0", "percent and per-1000 swapped"),
-    ("{{ numerator }} / {{ denominator }}, 2)", "{{ numerator }} / {{ denominator }}, 1)", "rate rounded to 1 decimal"),
     ("(case when numerator_is_suppressed then null else numerator end)", "numerator",
      "suppressed numerator published"),
     ("(case when denominator_is_suppressed then null else denominator end)", "denominator",
      "suppressed denominator published"),
+    ("' between 1 and ' ~ (m - 1)", "' between 2 and ' ~ (m - 1)", "a count of 1 is published"),
+    ("' between 1 and ' ~ (m - 1)", "' between 1 and ' ~ (m - 2)", "a count of min-1 is published"),
+    ("g.{{ is_small }} or (", "g.{{ is_small }} and (", "primary suppression only with secondary"),
+    ("(g._n_small_{{ c }} = 1 or g._sum_small_{{ c }} < {{ m }})", "g._n_small_{{ c }} = 1",
+     "sum-below-minimum rule dropped"),
+    ("(g._n_small_{{ c }} = 1 or g._sum_small_{{ c }} < {{ m }})", "g._sum_small_{{ c }} < {{ m }}",
+     "single-suppressed-cell rule dropped"),
+    ("g._rank_{{ c }} = 1", "g._rank_{{ c }} = 2", "secondary suppression picks the second cell"),
+    ("and g.{{ c }} >= {{ m }}", "and g.{{ c }} > {{ m }}", "secondary cell must exceed the minimum"),
+    ("order by (s.{{ c }} >= {{ m }}) desc", "order by (s.{{ c }} >= {{ m }}) asc",
+     "secondary cell chosen among the small ones"),
     ("'numerator_is_suppressed or denominator_is_suppressed', 'is_share'", "'numerator_is_suppressed', 'is_share'",
      "rate published when only the denominator is suppressed"),
+    ("when {{ is_suppressed }} or {{ denominator }} is null", "when {{ is_suppressed }} and {{ denominator }} is null",
+     "rate of a suppressed count published"),
     ("(numerator_is_suppressed or denominator_is_suppressed)::boolean",
      "(numerator_is_suppressed and denominator_is_suppressed)::boolean", "is_suppressed needs both"),
+    ("g._sum_small_{{ c }} < {{ m }}", "g._sum_small_{{ c }} <= {{ m }}", "sum equal to the minimum"),
+    ("g._n_small_{{ c }} = 1 or", "g._n_small_{{ c }} = 2 or", "single-cell rule needs two cells"),
+    ("coalesce(sum(s.{{ c }}) filter (where s.{{ is_small }}) {{ over }}, 0)",
+     "coalesce(sum(s.{{ c }}) {{ over }}, 0)", "sum of small cells is the sum of all"),
+    ("count(*) filter (where s.{{ is_small }})", "count(*)", "every cell counted as small"),
+    ("' between 1 and ' ~ (m - 1)", "' between 0 and ' ~ (m - 1)", "a zero is suppressed"),
+    ("' between 1 and ' ~ (m - 1)", "' between 1 and ' ~ m", "a count of min is suppressed"),
+    ("desc, s.{{ c }}, s.{{ tiebreak }}", "desc, s.{{ c }} desc, s.{{ tiebreak }}",
+     "largest cell suppressed instead of the smallest"),
+    ("g._n_small_{{ c }} >= 1", "g._n_small_{{ c }} >= 0", "secondary suppression without a primary"),
+    ("coalesce(s.{{ is_small }}, false)", "coalesce(s.{{ is_small }}, true)", "unknown counts suppressed"),
+    (" or {{ denominator }} = 0 then null", " then null", "rate over a zero denominator"),
+    ("then 100.0 else 1000.0", "then 1000.0 else 100.0", "percent and per-1000 swapped"),
+    ("{{ numerator }} / {{ denominator }}, 2)", "{{ numerator }} / {{ denominator }}, 1)", "rate rounded to 1 decimal"),
 )
 
 
@@ -321,12 +328,14 @@ def run_target(target: Target, work: Path, budget_s: float) -> dict:
     print(f"  clean run {clean_s:.1f} s: {' '.join(tests)}", flush=True)
     timeout = 3 * clean_s + 30
     started = time.monotonic()
-    results = []
+    report = {"target": target.name, "files": list(target.files), "tests": tests, "clean_run_s": round(clean_s, 1),
+              "killed": 0, "total": 0, "not_run": 0, "elapsed_s": 0.0, "mutants": []}
     for path in target.files:
         original = (tree / path).read_text(encoding="utf-8")
         for mutant in mutants_of(target, path, original):
             if time.monotonic() - started > budget_s:
-                results.append({**asdict(mutant), "status": "not run"})
+                report["mutants"].append({**asdict(mutant), "status": "not run"})
+                report["not_run"] += 1
                 continue
             (tree / path).write_text(mutant.apply(original), encoding="utf-8")
             try:
@@ -334,15 +343,16 @@ def run_target(target: Target, work: Path, budget_s: float) -> dict:
             finally:
                 (tree / path).write_text(original, encoding="utf-8")
             status = "survived" if outcome == "passed" else "killed"
-            results.append({**asdict(mutant), "status": status, "seconds": round(seconds, 1),
-                            "timeout": outcome == "timeout"})
+            report["mutants"].append({**asdict(mutant), "status": status, "seconds": round(seconds, 1),
+                                      "timeout": outcome == "timeout"})
+            report["total"] += 1
+            report["killed"] += status == "killed"
+            report["elapsed_s"] = round(time.monotonic() - started, 1)
+            # kept after each mutant, so that an interrupted run still shows what it found
+            (work / f"{target.name}.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
             print(f"  {status:8s} {seconds:5.1f} s  {mutant.describe()}", flush=True)
-    killed = sum(r["status"] == "killed" for r in results)
-    return {"target": target.name, "files": list(target.files), "tests": tests,
-            "clean_run_s": round(clean_s, 1), "killed": killed,
-            "total": sum(r["status"] != "not run" for r in results),
-            "not_run": sum(r["status"] == "not run" for r in results),
-            "elapsed_s": round(time.monotonic() - started, 1), "mutants": results}
+    (work / f"{target.name}.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -374,9 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for target in chosen:
             print(f"==> {target.name}: {', '.join(target.files)}", flush=True)
-            report = run_target(target, work, args.budget_minutes * 60 * target.budget_share / shares)
-            reports.append(report)
-            (work / f"{target.name}.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+            reports.append(run_target(target, work, args.budget_minutes * 60 * target.budget_share / shares))
     finally:
         warehouse.stop()
     print("\nMutation score (killed / mutants tried)")
