@@ -34,6 +34,7 @@ import time
 import tokenize
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from xml.etree import ElementTree
 
 from ewi import config
 
@@ -290,14 +291,21 @@ def _fresh_warehouse() -> str:
     return warehouse.dsn("ewi_mutation")
 
 
+class BrokenRun(RuntimeError):
+    """pytest did not get as far as running or collecting a test: the environment, not a mutant."""
+
+
 def _run_tests(tree: Path, tests: list[str], basetemp: Path, timeout: float | None) -> tuple[str, float]:
-    """'passed', 'failed' or 'timeout', and the seconds it took."""
+    """'passed', 'failed' or 'timeout', and the seconds it took. 'failed' needs pytest's own report
+    of a failed or uncollectable test: a pytest that could not start at all kills nothing."""
     env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": "1",
            "EWI_TEST_WAREHOUSE_DSN": _fresh_warehouse()}
     for name in ("EWI_HOME", "EWI_WAREHOUSE_DSN", "EWI_WAREHOUSE_DB"):
         env.pop(name, None)  # the test session makes its own home; the warehouse is the one above
+    report = basetemp.parent / "last-run.xml"
+    report.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "--basetemp", str(basetemp),
-           *tests]
+           f"--junitxml={report}", *tests]
     started = time.monotonic()
     with open(basetemp.parent / "last-run.log", "w") as log:  # the last run's output, for a failing clean run
         proc = subprocess.Popen(cmd, cwd=tree, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -312,9 +320,16 @@ def _run_tests(tree: Path, tests: list[str], basetemp: Path, timeout: float | No
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         shutil.rmtree(basetemp, ignore_errors=True)
-    # any failure counts, a test module that no longer imports included; the clean run shows that the
-    # arguments themselves are sound
-    return ("passed" if proc.returncode == 0 else "failed"), time.monotonic() - started
+    elapsed = time.monotonic() - started
+    if proc.returncode == 0:
+        return "passed", elapsed
+    # a mutant that breaks an import shows as a collection error, which the report holds too
+    suite = ElementTree.parse(report).getroot() if report.exists() else None
+    if suite is not None and suite.tag == "testsuites":
+        suite = suite.find("testsuite")
+    if suite is None or int(suite.get("failures", 0)) + int(suite.get("errors", 0)) == 0:
+        raise BrokenRun(f"pytest exited {proc.returncode} without a failed test; see {basetemp.parent}/last-run.log")
+    return "failed", elapsed
 
 
 def run_target(target: Target, work: Path, budget_s: float) -> dict:
@@ -385,6 +400,9 @@ def main(argv: list[str] | None = None) -> int:
         for target in chosen:
             print(f"==> {target.name}: {', '.join(target.files)}", flush=True)
             reports.append(run_target(target, work, args.budget_minutes * 60 * target.budget_share / shares))
+    except BrokenRun as exc:
+        print(f"stopped: {exc}; the mutants tried so far are in {work}/<target>.json", file=sys.stderr)
+        return 2
     finally:
         warehouse.stop()
     print("\nMutation score (killed / mutants tried)")
