@@ -359,6 +359,29 @@ def test_malformed_password_hashes_fail_closed():
     assert not users.verify_password("pw-0987654321", good)
 
 
+def test_a_short_salt_or_a_cut_digest_is_refused_though_scrypt_would_check_it():
+    """scrypt itself takes any salt and any digest length, so only the 16-byte floors (decisions.md)
+    stop an entry whose 2-byte digest one guess in 65,536 matches. Each entry breaks one floor."""
+    import hashlib
+
+    from ewi.dashboard import users
+
+    def entry(salt: bytes, dklen: int, n: int = 16384, r: int = 8, p: int = 1) -> str:
+        digest = hashlib.scrypt(b"pw-1234567890", salt=salt, n=n, r=r, p=p, dklen=dklen)
+        return f"scrypt${n}${r}${p}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+
+    # every floor met exactly is a (weak but) well-formed entry: the checks refuse less, never more
+    assert users.verify_password("pw-1234567890", entry(b"s" * 16, 16, n=2, r=1, p=1))
+    for broken in (entry(b"s" * 15, 32), entry(b"s" * 16, 15), entry(b"s" * 16, 2), entry(b"s" * 4, 32)):
+        with pytest.raises(users.MalformedPasswordHash):
+            users.verify_password("pw-1234567890", broken)
+    # n a power of two of at least 2, r and p at least 1 (scrypt would refuse these too)
+    for n, r, p in ((1, 8, 1), (0, 8, 1), (16384, 0, 1), (16384, 8, 0)):
+        with pytest.raises(users.MalformedPasswordHash):
+            users.verify_password("pw", f"scrypt${n}${r}${p}${base64.b64encode(b's' * 16).decode()}$"
+                                        f"{base64.b64encode(b'd' * 32).decode()}")
+
+
 # ---------------------------------------------------------------- headers
 
 
