@@ -1,6 +1,6 @@
 """Latency from a file landing to the dashboard refresh, on a real local Airflow.
 
-    python -m ewi.bench_latency [--runs 5]
+    python -m ewi.bench.latency [--runs 5]
 
 Starts `ewi airflow up` in its own EWI_HOME under /tmp (its own embedded PostgreSQL for warehouse
 and metadata), delivers one synthetic week of Borlänge's three extracts at a time into the landing

@@ -72,7 +72,7 @@ def _measure(conn, path: Path) -> dict:
 
 def bench_pseudonyms(rows: int = 1_000_000) -> dict:
     from ewi import synth, warehouse
-    from ewi.bench import _fresh_database
+    from ewi.bench import fresh_database
 
     work = Path(tempfile.mkdtemp(prefix="ewi-bench-pseudonyms-"))
     try:
@@ -80,7 +80,7 @@ def bench_pseudonyms(rows: int = 1_000_000) -> dict:
         files = sorted((work / "demo").glob("*.csv"))
         files.append(synth.write_school_absence_week(work / "school_absence_2026-W11_20260316T0600.csv", rows=rows,
                                                      period="2026-W11", seed=11))
-        _fresh_database("ewi_bench_pseudonyms")
+        fresh_database("ewi_bench_pseudonyms")
         with warehouse.connect() as conn:
             measured = [_measure(conn, path) for path in files]
     finally:

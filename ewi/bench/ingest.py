@@ -1,13 +1,9 @@
-"""`make bench`: speed and memory figures, measured on this machine, never asserted in unit tests.
-
-    python -m ewi.bench [ingest] [dbt] [dashboard] [latency] [sessions] [disk] [recovery] [pseudonyms] [--rows N]
-
-Each benchmark runs against its own database on the warehouse server and prints one JSON line.
+"""`python -m ewi.bench ingest`: a national-scale school_absence week through the gate, against a
+plain COPY of the same file. Measured, never asserted.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -17,18 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-
-def _fresh_database(name: str) -> str:
-    import psycopg
-
-    from ewi import warehouse, warehouse_init
-
-    admin = warehouse.dsn("postgres")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'drop database if exists "{name}" with (force)')
-    os.environ["EWI_WAREHOUSE_DB"] = name
-    warehouse_init.init_warehouse()
-    return warehouse.dsn()
+from ewi.bench import fresh_database
 
 
 def bench_ingest(rows: int) -> dict:
@@ -44,7 +29,7 @@ def bench_ingest(rows: int) -> dict:
     path = synth.write_school_absence_week(work / "school_absence_2026-W10_20260309T0600.csv", rows=rows,
                                            period="2026-W10", seed=11)
     size_mb = path.stat().st_size / 1e6
-    dsn = _fresh_database("ewi_bench_ingest")
+    dsn = fresh_database("ewi_bench_ingest")
 
     def plain_copy(unlogged: bool) -> float:
         """COPY of the same file into an unindexed all-text table: a regular table is the issue's
@@ -67,7 +52,7 @@ def bench_ingest(rows: int) -> dict:
 
 
     def gate_run() -> dict:
-        _fresh_database("ewi_bench_ingest")  # the same file again would be a duplicate
+        fresh_database("ewi_bench_ingest")  # the same file again would be a duplicate
         child = subprocess.run(
             [sys.executable, "-c",
              "import json,resource,sys,time; from pathlib import Path; from ewi.ingest import ingest_files, gate;"
@@ -117,67 +102,3 @@ def bench_ingest(rows: int) -> dict:
         "peak_rss_mb": round(measured["peak_rss_mb"]),
         "target_peak_rss_mb": 1024,
     }
-
-
-def bench_dbt() -> dict:
-    from ewi.bench_dbt import bench_dbt as run
-
-    return run()
-
-
-def bench_dashboard() -> dict:
-    from ewi.bench_dashboard import bench_dashboard as run
-
-    return run()
-
-
-def bench_latency() -> dict:
-    from ewi.bench_latency import bench_latency as run
-
-    return run()
-
-
-def bench_sessions() -> dict:
-    from ewi.bench_sessions import bench_sessions as run
-
-    return run()
-
-
-def bench_disk(rows: int) -> dict:
-    from ewi.bench_recovery import bench_disk as run
-
-    return run(rows)
-
-
-def bench_recovery() -> dict:
-    from ewi.bench_recovery import bench_recovery as run
-
-    return run()
-
-
-def bench_pseudonyms(rows: int) -> dict:
-    from ewi.bench_pseudonyms import bench_pseudonyms as run
-
-    return run(rows)
-
-
-BENCHMARKS = {"ingest": bench_ingest, "dbt": bench_dbt, "dashboard": bench_dashboard, "latency": bench_latency,
-              "sessions": bench_sessions, "disk": bench_disk, "recovery": bench_recovery,
-              "pseudonyms": bench_pseudonyms}
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ewi.bench")
-    parser.add_argument("which", nargs="*", default=list(BENCHMARKS))
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    args = parser.parse_args(argv)
-    for name in args.which:
-        started = time.perf_counter()
-        result = BENCHMARKS[name](args.rows) if name in ("ingest", "disk", "pseudonyms") else BENCHMARKS[name]()
-        result["wall_s"] = round(time.perf_counter() - started, 1)
-        print(json.dumps(result), flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

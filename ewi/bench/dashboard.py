@@ -1,7 +1,7 @@
 """`make bench` (python -m ewi.bench dashboard): time to first render of the coordinators' overview
 with two years of data for every area, in headless Chromium.
 
-Reads the two-year database bench_dbt leaves behind (building it when it is missing), serves the
+Reads the two-year database ewi.bench.dbt leaves behind (building it when it is missing), serves the
 dashboard with `ewi.dashboard.server.serve` in a process of its own, logs in, and loads / five
 times, reading each load's timings from the browser's Performance API (navigation start = 0).
 The first load renders the small-multiples chart, later ones get it from the dashboard's cache.
@@ -38,7 +38,8 @@ def _two_year_database() -> str:
     """bench_dbt's two-year database with its published marts; built here when it is missing."""
     import psycopg
 
-    from ewi import bench_dbt, migrate, warehouse
+    from ewi import migrate, warehouse
+    from ewi.bench import dbt as bench_dbt
 
     name = bench_dbt.work_database(2)
     try:

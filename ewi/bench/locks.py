@@ -1,6 +1,6 @@
 """What ordering deliveries and builds (ewi.locks) costs an ingest.
 
-    python -m ewi.bench_locks [--weeks N] [--tree DIR]
+    python -m ewi.bench.locks [--weeks N] [--tree DIR]
 
 Ingests the small referrals and contacts deliveries of N synthetic weeks (about 35 rows each), one
 file per call as the ingest DAG does, in a child process running the code in --tree (default: this
@@ -64,9 +64,9 @@ print(json.dumps(report))
 
 
 def run(weeks: int, tree: Path) -> dict:
-    from ewi.bench import _fresh_database
+    from ewi.bench import fresh_database
 
-    _fresh_database("ewi_bench_locks")
+    fresh_database("ewi_bench_locks")
     work = Path(tempfile.mkdtemp(prefix="ewi-bench-locks-"))
     env = {**os.environ, "PYTHONPATH": str(tree)}
     # run from the tree: `python -c` puts the working directory before PYTHONPATH on sys.path
@@ -77,7 +77,7 @@ def run(weeks: int, tree: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ewi.bench_locks")
+    parser = argparse.ArgumentParser(prog="python -m ewi.bench.locks")
     parser.add_argument("--weeks", type=int, default=10)
     parser.add_argument("--tree", type=Path, default=Path(__file__).resolve().parents[1])
     args = parser.parse_args(argv)

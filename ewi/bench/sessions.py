@@ -28,10 +28,10 @@ def _timed(fn) -> dict:
 
 def bench_sessions() -> dict:
     import ewi.dashboard
-    from ewi.bench import _fresh_database
+    from ewi.bench import fresh_database
     from ewi.dashboard import data, sessions
 
-    _fresh_database("ewi_bench_sessions")
+    fresh_database("ewi_bench_sessions")
     ewi.dashboard.refresh()
     session_id = sessions.new_session_id()
     sessions.start(session_id, "bench", "scrypt$bench")

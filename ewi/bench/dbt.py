@@ -39,7 +39,7 @@ def base_database(years: int) -> str:
 
 
 def work_database(years: int) -> str:
-    """The database the benchmark builds in; left with its published marts for bench_dashboard."""
+    """The database the benchmark builds in; left with its published marts for ewi.bench.dashboard."""
     return f"ewi_bench_dbt_{years}y"
 
 
@@ -200,5 +200,5 @@ def bench_dbt(years: tuple[int, ...] = YEARS) -> dict:
 if __name__ == "__main__":
     import sys
 
-    # python -m ewi.bench_dbt [YEARS ...]: a subset of the sizes (the 4-year template takes longest)
+    # python -m ewi.bench.dbt [YEARS ...]: a subset of the sizes (the 4-year template takes longest)
     print(json.dumps(bench_dbt(tuple(int(y) for y in sys.argv[1:]) or YEARS)))

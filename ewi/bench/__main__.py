@@ -1,0 +1,7 @@
+"""`python -m ewi.bench` (`make bench`)."""
+
+import sys
+
+from ewi.bench import main
+
+sys.exit(main())
