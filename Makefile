@@ -80,7 +80,7 @@ mutation: install
 
 # Alert methods on simulated series and on synth's injected rises; writes docs/alert_evaluation.md
 eval: install
-	$(BIN)/python -m ewi.alerts.evaluate
+	$(BIN)/python -m ewi.alerts.evaluation
 
 stop:
 	-$(BIN)/ewi airflow down

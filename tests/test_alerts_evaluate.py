@@ -1,18 +1,21 @@
-"""Smoke test of `make eval` (ewi.alerts.evaluate) on tiny sizes, plus its metrics on a hand-made case."""
+"""Smoke test of `make eval` (ewi.alerts.evaluation) on tiny sizes, plus its metrics on a hand-made case."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from ewi.alerts import evaluate
-from ewi.alerts.simulate import Scenario, rolling_sum, simulate_series
+from ewi.alerts import evaluation
+from ewi.alerts.evaluation import metrics, power, scoring, simulation, tuning
+from ewi.alerts.evaluation.simulate import Scenario, simulate_series
+from ewi.alerts.runner import farrington_parameters
+from ewi.alerts.series import trailing_sum
 
 
 def test_detection_metrics_hand_made():
     alerts = np.array([[0, 0, 1, 0, 0, 1], [0, 0, 0, 0, 0, 0]], dtype=bool)
     outbreak = np.array([[0, 1, 1, 1, 0, 0], [0, 0, 1, 1, 0, 0]], dtype=bool)
-    m = evaluate.detection_metrics(alerts, outbreak, starts=[1, 2])
+    m = metrics.detection_metrics(alerts, outbreak, starts=[1, 2])
     assert m["fpr"] == pytest.approx(1 / 7)  # one alert in the seven weeks without outbreak
     assert m["pod"] == 0.5 and m["pod_week1"] == 0 and m["pod_3weeks"] == 0.5
     assert m["median_delay"] == 1
@@ -23,19 +26,19 @@ def test_simulated_series_are_reproducible_and_carry_their_outbreak():
     a, b = simulate_series(scenario, seed=4), simulate_series(scenario, seed=4)
     assert np.array_equal(a.observed, b.observed)
     assert a.outbreak[a.outbreak_start] > 0 and a.outbreak_start >= 156 - 52
-    assert np.isnan(rolling_sum(a.observed, 4)[:3]).all()
-    assert rolling_sum(np.ones(6), 4)[3:].tolist() == [4, 4, 4]
+    assert np.isnan(trailing_sum(a.observed, 4)[:3]).all()
+    assert trailing_sum(np.ones(6), 4)[3:].tolist() == [4, 4, 4]
 
 
 @pytest.mark.slow
 def test_evaluation_runs_end_to_end_on_tiny_sizes(tmp_path):
     out = tmp_path / "alert_evaluation.md"
-    result = evaluate.run(n_series=2, rise_seeds=1, out=out, workers=1, weeks=60, quiet_seeds=(510,))
+    result = evaluation.run(n_series=2, rise_seeds=1, out=out, workers=1, weeks=60, quiet_seeds=(510,))
     report = out.read_text(encoding="utf-8")
     assert "# Alert evaluation" in report and "## Targets (default method)" in report
-    assert len(result["simulation"]) == len(evaluate.SCENARIOS)
+    assert len(result["simulation"]) == len(simulation.SCENARIOS)
     assert result["synth"]["series"] == 24 * 5
-    for method in evaluate.METHODS:
+    for method in scoring.METHODS:
         assert result["synth"]["false_alerts_per_week"][method] >= 0
 
 
@@ -43,7 +46,7 @@ def test_per_indicator_alpha_and_rolling_windows():
     from ewi.alerts.runner import alpha_for, farrington_control
     from ewi.alerts.series import rolling_weeks_setting
 
-    params = {**evaluate.farrington_parameters(), "alpha": {"referrals": 0.01, "default": 0.001}}
+    params = {**farrington_parameters(), "alpha": {"referrals": 0.01, "default": 0.001}}
     assert alpha_for(params, "referrals") == 0.01 and alpha_for(params, "contacts") == 0.001
     assert farrington_control(params, "referrals").alpha == 0.01
     assert alpha_for({"alpha": 0.002}, "referrals") == 0.002
@@ -77,11 +80,11 @@ def test_tuning_p_values_decide_every_alpha_as_the_method_does():
 
     scenario = Scenario("test", level=3, phi=1.2, outbreak="sustained", size=(2.5,))
     s = simulate_series(scenario, seed=7)
-    observed = rolling_sum(s.observed, 3)
+    observed = trailing_sum(s.observed, 3)
     group = pd.DataFrame({"observed": observed, "population": np.full(len(observed), 1000.0)})
     monitored = range(len(observed) - 52, len(observed))
-    control = {**evaluate.farrington_parameters(), "population_offset": False}
-    p = evaluate._tuning_p_values(group, s.week_starts, monitored, dict(control), min_count=5)
+    control = {**farrington_parameters(), "population_offset": False}
+    p = tuning._tuning_p_values(group, s.week_starts, monitored, dict(control), min_count=5)
     for alpha in (0.001, 0.005, 0.02, 0.1):
         fc = FarringtonControl.from_dict({**control, "alpha": alpha})
         run = farrington_flexible(observed, s.week_starts, fc, weeks=monitored)
@@ -92,9 +95,56 @@ def test_tuning_p_values_decide_every_alpha_as_the_method_does():
 def test_known_baseline_bound():
     """The power analysis: more youths a week or a bigger rise can only help; at one youth a week a
     doubling is found within three weeks far less often than 80 % of the time by any trailing-sum rule."""
-    budget = 1 / (4 * evaluate.COUNT_SERIES)
-    one_x2 = evaluate.known_baseline_detection(1.0, 2.0, budget, baseline_weeks=50_000, reps=5_000)
-    one_x3 = evaluate.known_baseline_detection(1.0, 3.0, budget, baseline_weeks=50_000, reps=5_000)
-    eight_x2 = evaluate.known_baseline_detection(8.0, 2.0, budget, baseline_weeks=50_000, reps=5_000)
+    budget = 1 / (4 * power.COUNT_SERIES)
+    one_x2 = power.known_baseline_detection(1.0, 2.0, budget, baseline_weeks=50_000, reps=5_000)
+    one_x3 = power.known_baseline_detection(1.0, 3.0, budget, baseline_weeks=50_000, reps=5_000)
+    eight_x2 = power.known_baseline_detection(8.0, 2.0, budget, baseline_weeks=50_000, reps=5_000)
     assert one_x2[0] < 0.3 < one_x3[0] and eight_x2[0] > 0.85
     assert one_x2[2] >= 5  # never below the disclosure minimum
+
+
+def test_trailing_sum_warm_up_hand_worked():
+    """One trailing sum for the watched rolling counts (incomplete windows: no value) and for the
+    4- and 12-week flags of the pandas twin (incomplete windows: the weeks there are, as SQL's
+    `rows between 3 preceding and current row` sums)."""
+    weekly = np.array([1, 2, 3, 4, 5])
+    assert np.isnan(trailing_sum(weekly, 3)[:2]).all() and trailing_sum(weekly, 3)[2:].tolist() == [6, 9, 12]
+    assert trailing_sum(weekly, 3, partial=True).tolist() == [1, 3, 6, 9, 12]
+    assert trailing_sum(weekly, 1).tolist() == [1, 2, 3, 4, 5]
+    people = np.array([[1, 0, 1, 1], [0, 2, 0, 0]])
+    assert trailing_sum(people, 2, partial=True).tolist() == [[1, 1, 1, 2], [0, 2, 2, 0]]
+    gap = trailing_sum(np.array([1, np.nan, 1, 1, 1]), 2)
+    assert np.isnan(gap[:3]).all() and gap[3:].tolist() == [2, 2]  # a missing week spoils its windows only
+
+
+REFERRALS_HEADER = ("referral_id", "person_pseudonym", "received_date", "home_area_code", "birth_year",
+                    "reporter_category", "concern_category")
+
+
+def _referrals_file(folder, cells) -> object:
+    """A referrals delivery in the contract's Windows-1252 dialect (semicolons, CRLF), its header's
+    names padded with spaces, which the ingest's reader takes."""
+    path = folder / "referrals_2026-W10_20260309T0600.csv"
+    lines = [" ; ".join(REFERRALS_HEADER), ";".join(cells)]
+    path.write_bytes(("\r\n".join(lines) + "\r\n").encode("cp1252"))
+    return path
+
+
+def test_the_evaluation_reads_an_extract_as_the_ingest_does(tmp_path):
+    from ewi.alerts.evaluation.counts import read_extract
+
+    pseudonym = "ab" * 32
+    path = _referrals_file(tmp_path, ["R-1", pseudonym, "2026-03-04", "2081001", "2011", "skola", "skolfrånvaro"])
+    frame = read_extract(path)
+    assert list(frame.columns) == list(REFERRALS_HEADER)
+    assert frame.loc[0, "received_date"] == "2026-03-04" and frame.loc[0, "concern_category"] == "skolfrånvaro"
+
+
+def test_the_evaluation_refuses_an_extract_the_ingest_refuses(tmp_path):
+    from ewi.alerts.evaluation.counts import read_extract
+    from ewi.ingest.reading import Rejection
+
+    path = _referrals_file(tmp_path, ["R-1", "19121212-1212", "2026-03-04", "2081001", "2011", "skola", "annat"])
+    with pytest.raises(Rejection) as refused:
+        read_extract(path)
+    assert refused.value.code == "direct_identifier"

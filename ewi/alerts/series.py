@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from numpy.lib.stride_tricks import sliding_window_view
 
 INDICATORS = ("chronic_absence", "invalid_absence", "referrals", "contacts", "multi_signal")
 #: Weeks summed into the watched count (1 = the weekly count as it is); the default of the dbt var
@@ -31,6 +32,18 @@ SERIES_LABEL = {
     "contacts": ("unga med polis-/fältkontakt", "youths with a police/outreach contact"),
     "multi_signal": ("unga med flera signaler (12 v)", "youths with several signals (12 wk)"),
 }
+
+
+def trailing_sum(values, window: int, *, partial: bool = False) -> np.ndarray:
+    """Sums over weeks t-window+1..t along the last axis (weeks), as floats. In the first window - 1
+    weeks the window is incomplete: NaN there by default, as a watched rolling count is (not yet
+    comparable with later weeks); with partial=True the sum of the weeks there are, as SQL's
+    `rows between n preceding and current row` gives, which is how the marts' trailing flags start.
+    A NaN week makes NaN only the sums whose window holds it."""
+    values = np.asarray(values, dtype=float)
+    before = [(0, 0)] * (values.ndim - 1) + [(window - 1, 0)]
+    padded = np.pad(values, before, constant_values=0.0 if partial else np.nan)
+    return sliding_window_view(padded, window, axis=-1).sum(axis=-1)
 
 
 def rolling_weeks_setting(value) -> dict[str, int]:

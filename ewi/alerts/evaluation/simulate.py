@@ -84,14 +84,3 @@ def simulate_series(scenario: Scenario, seed: int, weeks: int = 156, monitored: 
         observed=observed.astype(float), baseline_mean=mu, outbreak=extra,
         outbreak_start=start, outbreak_size=size,
     )
-
-
-def rolling_sum(values: np.ndarray, window: int) -> np.ndarray:
-    """Trailing `window`-week sums (NaN for the first window - 1 weeks), as the referral and contact
-    series are watched."""
-    if window <= 1:
-        return values.astype(float)
-    out = np.full(len(values), np.nan)
-    sums = np.convolve(values, np.ones(window), mode="valid")
-    out[window - 1:] = sums
-    return out
