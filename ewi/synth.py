@@ -30,6 +30,12 @@ without rises is the exact counterfactual of everything outside the rise.
 Nothing here resembles a personal identity number: ids are letters plus short digit groups, and
 pseudonyms with a run of 10 or more decimal digits are re-drawn (real HMACs do contain such runs;
 synthetic data must not even look like it holds one).
+
+A tool, not part of the runtime: `ewi synth`, `make demo`, the tests, the benchmarks (ewi/bench/)
+and the alert evaluation (ewi/alerts/evaluation/) use it; no runtime module may import it. It is
+one generative model (population, delivery habits, rises, the week's rows), longer than 400 lines
+because its parts share the population and the random streams; split, every part would take them
+all as arguments.
 """
 
 from __future__ import annotations
