@@ -1,6 +1,6 @@
 """What recording builds that do not end normally (ewi.build_runs) costs.
 
-    python -m ewi.bench_build_record [--rounds N]
+    python -m ewi.bench.build_record [--rounds N]
 
 In a database of its own (ewi_bench_build_record on the warehouse of EWI_HOME) holding 500 finished
 builds, times over N rounds: `settle`, which every command that prepares the warehouse now runs,
@@ -25,7 +25,7 @@ def _ms(samples: list[float]) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m ewi.bench.build_record", description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=200)
     args = parser.parse_args()
     os.environ["EWI_WAREHOUSE_DB"] = "ewi_bench_build_record"
