@@ -75,8 +75,7 @@ def monitored_series(counts: pd.DataFrame, rolling_weeks: dict[str, int] | None 
         values = observed.loc[group.index]
         window = rolling_weeks.get(indicator, 1)
         if window > 1:
-            values = values.groupby(group["area_code"]).transform(
-                lambda s, n=window: s.rolling(n, min_periods=n).sum())
+            values = values.groupby(group["area_code"]).transform(lambda s, n=window: trailing_sum(s.to_numpy(), n))
         warm_up = WARM_UP_WEEKS.get(indicator, 0) + window - 1
         values = values.mask(week_no.loc[group.index] < warm_up)
         parts.append(values)
