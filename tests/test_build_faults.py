@@ -191,3 +191,32 @@ def test_a_warehouse_outage_during_a_build_is_an_answer_and_recorded_when_it_is_
     assert failed["status"] == "failed" and failed["published"] is False
     assert "cannot be reached" in failed["reason"] and failed["finished_at"] is not None
     assert not list(Path(env["EWI_HOME"], "dbt", "unrecorded").rglob("*.json"))
+
+
+def test_an_outage_between_two_deliveries_answers_the_first_and_names_the_second(own_server, tmp_path):
+    from ewi import locks
+    from tests import extracts
+
+    dsn, ctl = own_server
+    env = {"EWI_WAREHOUSE_DSN": dsn, "EWI_WAREHOUSE_DB": "", "EWI_HOME": str(tmp_path / "home")}
+    with psycopg.connect(dsn.replace("/ewi", "/postgres"), autocommit=True) as admin:
+        admin.execute("create database ewi")
+    assert ewi("warehouse", "init", env=env).returncode == EXIT_OK
+    first = extracts.write(tmp_path, "contacts", "2023-W05")  # decided first (delivery order)
+    second = extracts.write(tmp_path, "referrals", "2023-W05")
+
+    # the second delivery waits for its week's lock, which the test holds, until the server goes
+    holder = psycopg.connect(dsn, autocommit=True)  # not a `with`: its server goes away under it
+    holder.execute("select pg_advisory_lock(%s, hashtext(%s))", (locks.DELIVERIES, "referrals/2023-W05"))
+    ingest = subprocess.Popen([sys.executable, "-m", "ewi.cli", "ingest", str(first), str(second), "--json"],
+                              env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_waiting_query(holder, "%pg_advisory_lock%", ingest)
+    ctl("stop", "-m", "immediate")
+    holder.close()
+    out, err = ingest.communicate(timeout=300)
+    assert ingest.returncode == EXIT_WAREHOUSE_UNAVAILABLE, err[-3000:]
+    decided, answer = [json.loads(line) for line in out.splitlines()]
+    assert decided["file"] == first.name and decided["status"] == "published"
+    assert answer["status"] == "error" and answer["code"] == "warehouse_unavailable"
+    assert answer["not_decided"] == [second.name]
+    assert "Traceback" not in err
