@@ -263,30 +263,42 @@ def _corrected_school_week(synth_dir: Path, out_dir: Path, period: str) -> Path:
 
 def test_a_correction_that_commits_while_a_build_runs_is_in_the_published_marts(conn, dsn, tmp_path, built_weeks):
     """Issue 14, item 2. The correction's publish has begun (its transaction is open) and is held by
-    a row lock while a build starts. Once released, the published marts, after this build and the
-    next incremental one, must equal a full refresh of the same inputs, and load_status must never
-    show the decided correction as pending."""
+    a row lock while a build starts; another delivery is read but still being audited. Once released,
+    the published marts, after this build and the next incremental one, must equal a full refresh of
+    the same inputs, and load_status must show no `pending`: not the correction, decided before the
+    build read it, nor the delivery under audit, decided moments after the build."""
     from ewi import transform
 
     period = "2026-W12"
     correction = _corrected_school_week(built_weeks, tmp_path, period)
+    audited = extracts.write(tmp_path / "audited", "contacts", "2026-W15")
     [(published_batch,)] = conn.execute(
         "select batch_id from audit.batches where source = 'school_absence' and period = %s and status = 'published'",
         (period,)).fetchall()
-    with psycopg.connect(dsn) as hold:
+    with psycopg.connect(dsn) as hold, psycopg.connect(dsn) as gate:
         # the publish locks the batch it replaces: it waits here, inside its transaction
         hold.execute("select 1 from audit.batches where batch_id = %s for update", (published_batch,))
         ingest = Process("ewi-test-correction-during-build", tmp_path, "ingest", "--json", str(correction))
         blocked_or_ended(conn, ingest)
+        gate.execute("lock table audit.check_results in exclusive mode")
+        auditing = Process("ewi-test-audited-during-build", tmp_path, "ingest", "--json", str(audited))
+        wait_until("the other delivery is read and held before its decision",
+                   lambda: auditing.ended() or (pending_batch(conn, audited) and waits_on_lock(conn, auditing)))
         build = Process("ewi-test-build", tmp_path, "transform", "--json")
         wait_until("the build has ended or waits for the publish",
                    lambda: build.ended() or waits_on_lock(conn, build, "advisory"))
         hold.commit()
-    [corrected] = ingest.finish()
-    [built] = build.finish()
+        [corrected] = ingest.finish()
+        [built] = build.finish()
+        gate.commit()
     assert corrected["status"] == "published" and built["success"], built["failures"]
+    assert auditing.finish()[0]["status"] == "published"
     statuses = dict(conn.execute("select source, gate_result from published.load_status").fetchall())
-    assert statuses["school_absence"] == "published", "load_status shows the decided correction as pending"
+    # school: the correction, decided before the build read the gate; contacts: its latest decided
+    # delivery (2026-W14, published), not the one that was still under audit
+    assert statuses == {"school_absence": "published", "referrals": "published", "contacts": "published"}
+    assert conn.execute("select last_delivery_period from published.load_status where source = 'contacts'"
+                        ).fetchone()[0] == "2026-W14"
 
     assert transform.build()["success"]  # the next incremental build
     incremental = _snapshot(conn)

@@ -13,11 +13,13 @@ last_published as (
     order by source, period desc, decided_at desc
 ),
 
+-- The latest delivery the gate has decided on: one still being audited while the build ran is
+-- decided moments later, long before anyone reads this table, so `pending` here would be wrong.
 last_delivery as (
     select distinct on (source)
         source, period, status, reason, received_at, decided_at
     from {{ ref('stg_batches') }}
-    where source is not null
+    where source is not null and status <> 'pending'
     order by source, received_at desc, batch_id desc
 )
 
