@@ -9,6 +9,7 @@ BUILD        a build holds it exclusively for its whole run: one build at a time
 DELIVERIES   per source and period, held by an ingest from its duplicate and stale checks to its
              decision's commit: two deliveries of one week are decided one after the other, so the
              delivery timestamp decides which one is published, never the order they finish in.
+             A file whose name does not parse is locked by its sha256 instead.
 
 Decisions of different weeks take the BUILD lock in shared mode only, so they never wait for one
 another; a decision waits for a running build, and a build for the decisions in flight.
