@@ -111,12 +111,15 @@ class InternalError(EwiError):
 
 
 #: Redacted from every reason, in case one was built from data: pseudonyms (64 hex digits) and
-#: anything shaped like a personal identity number.
+#: anything shaped like a personal identity number; then, by the ingest's detector, a number in
+#: any other form (an en dash, full-width digits, glued to letters).
 _IDENTIFIER_RE = re.compile(r"[0-9a-fA-F]{64}|\b(?:\d{2})?\d{6}[-+]?\d{4}\b")
 
 
 def safe_reason(reason: str) -> str:
-    return _IDENTIFIER_RE.sub("<redacted>", reason)
+    from ewi.ingest.identifiers import redact_identity_numbers
+
+    return redact_identity_numbers(_IDENTIFIER_RE.sub("<redacted>", reason), "<redacted>")
 
 
 def _sqlstate(exc: BaseException) -> str:

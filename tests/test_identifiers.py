@@ -279,3 +279,14 @@ def test_the_detector_leaves_hashes_and_uuids_alone():
         assert not contains_identity_number(f"x,{value},y")
     for i in range(20000):
         assert not contains_identity_number(extracts.pseudonym(i))
+
+
+@pytest.mark.parametrize("value", [pytest.param("121212\u20131212", id="en-dash"),
+                                   pytest.param("R191212121212", id="glued"),
+                                   pytest.param(SKATTEVERKET, id="plain")])
+def test_a_command_error_reason_never_carries_a_number(value):
+    from ewi.errors import safe_reason
+
+    reason = safe_reason(f"could not read elev_{value}.csv")
+    assert reason.count("<redacted>") == 1
+    assert digits_of(value)[-10:] not in digits_of(reason)
