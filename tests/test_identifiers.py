@@ -137,6 +137,14 @@ def test_an_identity_number_rejects_a_windows_1252_file(conn, tmp_path, caplog, 
     assert_rejected_without_trace(conn, path, caplog, value)
 
 
+def test_an_identity_number_rejects_a_utf8_file_with_a_byte_order_mark(conn, tmp_path, caplog):
+    period = new_period()
+    rows = extracts.rows_for("contacts", period)
+    rows[3]["agency"] = "förvaltning 121212\u20131212"
+    path = extracts.write(tmp_path, "contacts", period, rows=rows, bom=True)
+    assert_rejected_without_trace(conn, path, caplog, "121212\u20131212")
+
+
 def test_a_number_in_the_last_line_of_a_large_file_is_found(conn, tmp_path, caplog):
     """Past the first read block (1 MiB), and after a non-ASCII line."""
     period = new_period()
