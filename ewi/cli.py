@@ -130,6 +130,21 @@ def cmd_transform(args: argparse.Namespace) -> int:
     return EXIT_OK if summary["success"] else EXIT_GATE
 
 
+def cmd_disclosure_audit(args: argparse.Namespace) -> int:
+    """The disclosure audit of what `published` holds now (the gated build runs it before publishing)."""
+    from ewi import setup, warehouse
+    from ewi.disclosure.audit import AUDITED, audit
+
+    setup.init_warehouse()
+    with warehouse.connect(autocommit=True) as conn:
+        result = audit(conn, dict.fromkeys(AUDITED, "published"))
+    if args.json:
+        _print_json({"passed": result.passed, "message": result.message(), "stats": result.stats})
+    else:
+        print(f"disclosure audit: {'passed' if result.passed else 'FAILED: ' + result.message()}")
+    return EXIT_OK if result.passed else EXIT_GATE
+
+
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from ewi.dashboard import users
 
@@ -239,6 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--select", default=None)
     p.add_argument("--full-refresh", action="store_true")
     p.set_defaults(func=cmd_transform)
+
+    p = sub.add_parser("disclosure-audit", help="check that no suppressed cell can be narrowed from published")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_disclosure_audit)
 
     p = sub.add_parser("dashboard", help="serve the dashboard, or add or remove a dashboard user")
     p.add_argument("action", nargs="?", choices=["serve", "add-user", "remove-user"], default="serve")

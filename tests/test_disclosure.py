@@ -170,6 +170,41 @@ def test_secondary_suppression_sum_below_minimum_on_built_data(built):
         assert suppressed > small, (indicator, week)
 
 
+def test_the_audit_command_finds_one_leaked_observed_value(built, capsys):
+    """`ewi disclosure-audit` on published: passes; then with one withheld observed value put back
+    (a window of exactly one suppressed cell, so that cell follows) it fails and names the figure."""
+    from ewi import cli
+    from ewi.errors import EXIT_GATE, EXIT_OK
+
+    assert cli.main(["disclosure-audit"]) == EXIT_OK
+    with psycopg.connect(built["dsn"], autocommit=True) as conn:
+        row = conn.execute(
+            """select a.area_code, a.indicator, a.week_start, a.method, s.observed
+               from published.area_alerts as a
+               join intermediate.alert_series as s using (area_code, indicator, week_start)
+               join lateral (
+                   select count(*) filter (where c.is_suppressed) as suppressed, count(*) as cells
+                   from published.area_weekly_indicators as c
+                   where c.area_code = a.area_code and c.indicator = a.indicator
+                     and c.week_start between a.week_start - 14 and a.week_start) as w on true
+               where a.indicator = 'contacts' and a.observed is null and s.observed is not null
+                 and w.suppressed = 1 and w.cells = 3
+               limit 1""").fetchone()
+        assert row is not None
+        key = dict(zip(("area_code", "indicator", "week_start", "method"), row[:4], strict=True))
+        where = "area_code = %(area_code)s and indicator = %(indicator)s and week_start = %(week_start)s " \
+                "and method = %(method)s"
+        conn.execute(f"update published.area_alerts set observed = %(observed)s where {where}",  # noqa: S608
+                     {**key, "observed": int(row[4])})
+        try:
+            capsys.readouterr()
+            assert cli.main(["disclosure-audit"]) == EXIT_GATE
+            out = capsys.readouterr().out
+        finally:
+            conn.execute(f"update published.area_alerts set observed = null where {where}", key)  # noqa: S608
+    assert "FAILED" in out and "area_alerts.observed" in out and "contacts" in out
+
+
 def test_a_leaking_build_fails_the_audit_and_publishes_nothing(built, tmp_path, monkeypatch):
     """The alert rule switched off in a copy of the dbt project (observed shown unless it is 1-4, as
     before): the build's data tests pass, the disclosure audit fails it, `published` is unchanged
