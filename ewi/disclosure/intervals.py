@@ -99,7 +99,7 @@ class _Part:
         self.a_ub, self.b_ub = matrix(ub_rows), (np.array(b_ub) if b_ub else None)
         self.a_eq, self.b_eq = matrix(eq_rows), (np.array(b_eq) if b_eq else None)
         del data, r_idx, c_idx
-        self.figures = tuple(sorted({system.constraints[i].figure for i in rows}))
+        self.figures = tuple(sorted({f for i in rows for f in system.constraints[i].figure.split(" & ")}))
 
     def solve(self, objective: np.ndarray, cap: float | None = None):
         """Minimise objective . x over the part (with x <= cap when given); None when unbounded."""

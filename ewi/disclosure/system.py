@@ -46,7 +46,7 @@ class Constraint:
     terms: dict[tuple, float]
     lower: float
     upper: float
-    figure: str  # which published figure says this (for the report)
+    figure: str  # which published figures say this (for the report), joined by " & "
 
 
 @dataclass
@@ -77,6 +77,8 @@ class LinearSystem:
         if key in self._index:
             same = self.constraints[self._index[key]]
             same.lower, same.upper = max(same.lower, lower - constant), min(same.upper, upper - constant)
+            if figure not in same.figure.split(" & "):
+                same.figure += " & " + figure
         else:
             self._index[key] = len(self.constraints)
             self.constraints.append(Constraint(unknown, lower - constant, upper - constant, figure))
