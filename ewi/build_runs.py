@@ -90,7 +90,7 @@ def finish(conn: psycopg.Connection | None, run: dict, nodes: list[dict]) -> Non
                 _write(fresh, run, nodes)
         else:
             _write(conn, run, nodes)
-    except psycopg.OperationalError as exc:
+    except Exception as exc:  # a lost connection, or an embedded server that does not start
         if not isinstance(errors.classify(exc), errors.WarehouseUnavailable):
             raise
         _spool(run, nodes)
