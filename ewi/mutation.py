@@ -67,6 +67,7 @@ TARGETS = (
     Target("auth", ("ewi/dashboard/users.py", "ewi/dashboard/sessions.py"), tuple(
         f"tests/test_dashboard_security.py::test_{name}" for name in (
             "malformed_password_hashes_fail_closed",
+            "a_short_salt_or_a_cut_digest_is_refused_though_scrypt_would_check_it",
             "a_cookie_saved_before_logout_no_longer_works",
             "logging_in_again_ends_the_session_it_replaces",
             "a_demoted_user_loses_the_old_role_at_the_next_request",
