@@ -298,3 +298,32 @@ def test_a_command_error_reason_never_carries_a_number(value):
     reason = safe_reason(f"could not read elev_{value}.csv")
     assert reason.count("<redacted>") == 1
     assert digits_of(value)[-10:] not in digits_of(reason)
+
+
+# --- the checks' edges, each worked out by hand (a mutation run found them untested) ---------------
+#   191212-121?  2 9 2 2 2 2 2 2 2 = 25: a weight-1 nine counts as 9   -> 5   191212-1215
+#   811218-987?  two doubled digits above 9 (16: 7, 18: 9), as above    -> 6   811218-9876
+#   120161-123?  2 2 0 1 (12: 3) 1 2 2 6 = 19                         -> 1   120161-1231 (the 1st + 60)
+#   000229-123?  0 0 0 2 4 9 2 2 6 = 25                               -> 5   000229-1235 (29 Feb 2000)
+EDGES_FOUND = [
+    pytest.param("191212-1215", id="a-weight-1-nine"),
+    pytest.param("811218-9876", id="doubled-digits-above-9"),
+    pytest.param("120161-1231", id="samordningsnummer-on-the-first"),
+    pytest.param("000229-1235", id="29-february-2000"),
+    pytest.param("18121212-1212", id="century-18"),
+]
+EDGES_LEFT = [
+    pytest.param("191212-1216", id="a-weight-1-nine-check-digit-off"),
+    pytest.param("811218-9877", id="doubled-digits-check-digit-off"),
+    pytest.param("121212-Z212", id="a-letter-that-is-no-interim-letter"),
+]
+
+
+@pytest.mark.parametrize("value", EDGES_FOUND)
+def test_the_detector_finds_the_checks_edges(value):
+    assert contains_identity_number(f"x,{value},y")
+
+
+@pytest.mark.parametrize("value", EDGES_LEFT)
+def test_the_detector_leaves_the_checks_edges_alone(value):
+    assert not contains_identity_number(f"x,{value},y")
