@@ -55,6 +55,8 @@ TARGETS = (
     Target("identifiers", ("ewi/ingest/identifiers.py",), (
         "tests/test_identifiers.py::test_the_detector_finds_every_form",
         "tests/test_identifiers.py::test_the_detector_leaves_codes_alone",
+        "tests/test_identifiers.py::test_the_detector_finds_the_checks_edges",
+        "tests/test_identifiers.py::test_the_detector_leaves_the_checks_edges_alone",
         "tests/test_identifiers.py::test_the_detector_leaves_hashes_and_uuids_alone",
         "tests/test_identifiers.py::test_file_name_redaction_replaces_each_number_in_place",
         "tests/test_ingest.py::test_identity_number_detector_ignores_pseudonyms_and_codes",
