@@ -305,17 +305,24 @@ def test_a_command_error_reason_never_carries_a_number(value):
 #   811218-987?  two doubled digits above 9 (16: 7, 18: 9), as above    -> 6   811218-9876
 #   120161-123?  2 2 0 1 (12: 3) 1 2 2 6 = 19                         -> 1   120161-1231 (the 1st + 60)
 #   000229-123?  0 0 0 2 4 9 2 2 6 = 25                               -> 5   000229-1235 (29 Feb 2000)
+#   121212-500?  2 2 2 2 2 2 (10: 1) 0 0 = 13: a doubled five counts 1 -> 7   121212-5007
+# and Luhn-valid numbers of no date: 120431-1235 (31 April), 130229-1230 (29 February 2013),
+# 19000229-1235 (1900 was no leap year, though 2000 was)
 EDGES_FOUND = [
     pytest.param("191212-1215", id="a-weight-1-nine"),
     pytest.param("811218-9876", id="doubled-digits-above-9"),
     pytest.param("120161-1231", id="samordningsnummer-on-the-first"),
     pytest.param("000229-1235", id="29-february-2000"),
     pytest.param("18121212-1212", id="century-18"),
+    pytest.param("121212-5007", id="a-doubled-five"),
 ]
 EDGES_LEFT = [
     pytest.param("191212-1216", id="a-weight-1-nine-check-digit-off"),
     pytest.param("811218-9877", id="doubled-digits-check-digit-off"),
     pytest.param("121212-Z212", id="a-letter-that-is-no-interim-letter"),
+    pytest.param("120431-1235", id="31-april"),
+    pytest.param("130229-1230", id="29-february-of-no-leap-year"),
+    pytest.param("19000229-1235", id="29-february-1900"),
 ]
 
 
