@@ -236,6 +236,9 @@ def _publish(conn: psycopg.Connection, tables: list[str], run_id: str) -> None:
                     sql.Identifier(STAGING_SCHEMA), sql.Identifier(table), sql.Identifier(PUBLISHED_SCHEMA)
                 )
             )
+        if "area_signals" in tables:
+            # a signal's state set while this build ran is in signals.signal_states, not in the new table
+            conn.execute("select signals.apply_states()")
 
 
 def build(select: str | None = None, full_refresh: bool = False) -> dict:
