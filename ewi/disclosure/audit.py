@@ -21,6 +21,9 @@ from ewi.disclosure.system import build_system
 #: The marts the audit reads, and the ones that publish no figure derived from the weekly cells.
 AUDITED = ("area_weekly_indicators", "municipality_weekly", "area_trends", "area_alerts")
 NO_CELL_FIGURES = ("load_status",)  # deliveries per source: rows and dates, not people
+#: Marts whose figures are taken from already published ones: each is checked against its source
+#: (a figure that is not there could carry a cell the system above never saw).
+FROM_PUBLISHED = ("area_signals",)
 
 
 @dataclass
@@ -66,11 +69,11 @@ def audit(conn: psycopg.Connection, schemas: dict[str, str], project_vars: dict 
     result = AuditResult(passed=True)
     unknown_tables = sorted(
         t for schema in set(schemas.values()) for t in _tables(conn, schema)
-        if t not in AUDITED and t not in NO_CELL_FIGURES and schemas.get(t, schema) == schema)
+        if t not in AUDITED + NO_CELL_FIGURES + FROM_PUBLISHED and schemas.get(t, schema) == schema)
     for table in unknown_tables:
         result.problems.append(f"{table}: a readable table the disclosure audit does not know")
     frames: dict[str, pd.DataFrame | None] = {}
-    for table in AUDITED:
+    for table in AUDITED + FROM_PUBLISHED:
         schema = schemas.get(table)
         if schema is None or table not in _tables(conn, schema):
             frames[table] = None
@@ -81,6 +84,7 @@ def audit(conn: psycopg.Connection, schemas: dict[str, str], project_vars: dict 
         result.passed = not result.problems
         return result
     read_s = time.monotonic() - started
+    result.problems += signal_figures_not_published(frames["area_signals"], frames["area_alerts"])
     system = build_system(
         frames["area_weekly_indicators"], frames["municipality_weekly"], frames["area_trends"],
         frames["area_alerts"], rolling_weeks_setting(settings.get("alert_rolling_weeks")),
@@ -98,12 +102,35 @@ def audit(conn: psycopg.Connection, schemas: dict[str, str], project_vars: dict 
     return result
 
 
+def signal_figures_not_published(signals: pd.DataFrame | None, alerts: pd.DataFrame | None) -> list[str]:
+    """area_signals publishes no figure of its own: its peak score must be the published score of one
+    of its alert weeks, and alert_weeks the number of its weeks published as alerts of its method."""
+    if signals is None or signals.empty:
+        return []
+    if alerts is None:
+        return ["area_signals: published without area_alerts, the figures it is taken from"]
+    flagged = alerts[alerts["is_alert"].astype(bool)]
+    weeks = flagged.groupby(["area_code", "indicator", "method"])
+    problems = []
+    for s in signals.itertuples(index=False):
+        key = (s.area_code, s.indicator, s.method)
+        rows = weeks.get_group(key) if key in weeks.groups else flagged.iloc[0:0]
+        inside = rows[(rows["week_start"] >= s.first_week_start) & (rows["week_start"] <= s.last_alert_week_start)]
+        scores = {float(v) for v in inside["score"].dropna()}
+        if len(inside) != s.alert_weeks:
+            problems.append(f"area_signals {s.signal_key}: alert_weeks {s.alert_weeks} is not the "
+                            f"{len(inside)} alert weeks area_alerts publishes")
+        if pd.notna(s.peak_score) and float(s.peak_score) not in scores:
+            problems.append(f"area_signals {s.signal_key}: peak_score is not a published score of its weeks")
+    return problems
+
+
 def build_check(conn: psycopg.Connection, built: list[str], staging: str, published: str) -> dict:
     """The audit as one check of a gated build, shaped like a dbt test result (ewi/transform.py
     records it in audit.dbt_test_results and publishes nothing when it fails): the marts the build
     made are read from `staging`, the others from `published`, as they will be read once published."""
     started = time.monotonic()
-    schemas = {table: (staging if table in built else published) for table in AUDITED}
+    schemas = {table: (staging if table in built else published) for table in AUDITED + FROM_PUBLISHED}
     try:
         result = audit(conn, schemas)
         status = "pass" if result.passed else "fail"
