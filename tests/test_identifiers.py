@@ -12,6 +12,9 @@ multiple of 10), never with the module under test:
                                                                  31 January 2012 + 60 = day 91)
     121312-121?  2 2 2 3 2 2 2 2 2 = 19                  -> 1   121312-1211 (month 13: no date)
     811218-987?  (16: 7) 1 2 2 2 8 (18: 9) 8 (14: 5) = 44 -> 6   811218-9876
+    790101-123?  (14: 5) 9 0 1 0 1 2 2 6 = 26            -> 4   790101-1234 (a 9 at weight 1)
+    120161-123?  2 2 0 1 (12: 3) 1 2 2 6 = 19            -> 1   120161-1231 (samordningsnummer, day 61)
+    000229-123?  0 0 0 2 4 9 2 2 6 = 25                  -> 5   000229-1235 (29 February 2000)
 """
 
 from __future__ import annotations
@@ -113,6 +116,14 @@ FORMS = [
     pytest.param("nr-1212121212", id="glued-after-dash"),
     pytest.param("tel+1212121212", id="glued-after-plus"),
     pytest.param(SAMORDNING_DAY_91, id="samordningsnummer-day-91"),
+    pytest.param("120161-1231", id="samordningsnummer-day-61"),
+    pytest.param("811218-9876", id="products-above-9"),
+    pytest.param("790101-1234", id="a-9-at-weight-1"),
+    pytest.param("000229-1235", id="29-february-2000-without-century"),
+    pytest.param("18121212-1212", id="century-18"),
+    pytest.param("121212-X212", id="interim-letter-x"),
+    pytest.param("arende1212121212", id="after-a-word-ending-in-hex-letters"),
+    pytest.param("Xaaaaaaaaaaaaaaaaaaaaa1212121212", id="31-hex-characters-are-not-a-hash"),
 ]
 
 
@@ -266,6 +277,8 @@ def test_the_detector_finds_every_form(value):
     pytest.param(LUHN_VALID_MONTH_13, id="impossible-date"),
     pytest.param("121212-0008", id="birth-number-000"),  # 2 2 2 2 2 2 0 0 0 = 12 -> 8: never issued
     pytest.param("121212-A212", id="not-an-interim-letter"),
+    pytest.param("121212-G212", id="not-an-interim-letter-nor-hex"),
+    pytest.param("121212X1212", id="a-letter-is-no-separator"),
     pytest.param("51121212-1212", id="12-digits-of-no-century"),
     pytest.param("11212121212", id="11-digit-run"),
     pytest.param("9fe1212121212", id="digits-then-letters-in-front"),
@@ -275,6 +288,11 @@ def test_the_detector_finds_every_form(value):
 ])
 def test_the_detector_leaves_codes_alone(value):
     assert not contains_identity_number(value)
+
+
+@pytest.mark.parametrize("value", ["1212121212 x", "ab1212121212 x", "R121212-1212", " 121212 1212"])
+def test_the_detector_finds_a_number_at_the_very_start(value):
+    assert contains_identity_number(value)
 
 
 def test_file_name_redaction_replaces_each_number_in_place():
