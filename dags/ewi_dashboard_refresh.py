@@ -6,27 +6,17 @@ after a build whose tests passed.
 
 from __future__ import annotations
 
-import pendulum
 from airflow.sdk import dag, task
 
-from ewi import orchestration as orch
+from ewi.orchestration import assets, dag_defaults, lineage, transform_tasks
 
 
-@dag(
-    dag_id="ewi_dashboard_refresh",
-    schedule=[orch.PUBLISHED_ASSET],
-    start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    default_args=orch.default_task_args(),
-    on_failure_callback=orch.record_dag_failure,
-    tags=["ewi", "dashboard"],
-    doc_md=__doc__,
-)
+@dag(**dag_defaults.dag_arguments("ewi_dashboard_refresh", schedule=[assets.PUBLISHED_ASSET],
+                                  tags=["dashboard"], doc=__doc__))
 def ewi_dashboard_refresh():
-    @task(inlets=orch.lineage_tables(*orch.PUBLISHED_TABLES))
+    @task(inlets=lineage.tables(*lineage.PUBLISHED_TABLES))
     def refresh() -> str:
-        return orch.refresh_dashboard()
+        return transform_tasks.refresh_dashboard()
 
     refresh()
 

@@ -1,11 +1,11 @@
 """ewi_ingest: write-audit-publish delivered extract files.
 
-Scheduled on the `landing` asset: its watcher (ewi.triggers.LandingFolderTrigger, in the
-triggerer) emits one event per delivery in the landing folder ($EWI_LANDING_DIR or
-$EWI_HOME/landing) that is ready (ewi.landing), so a delivery starts ingestion by itself. A run
-takes the files named in its triggering events plus every other ready delivery in the folder, and
-moves each ingested file to processed/<status>/. Started by hand, a run takes `paths` (a list of
-files) or `landing` (a folder: every *.csv in it, left in place) from its conf.
+Scheduled on the `landing` asset: its watcher (ewi.orchestration.triggers.LandingFolderTrigger,
+in the triggerer) emits one event per delivery in the landing folder ($EWI_LANDING_DIR or
+$EWI_HOME/landing) that is ready (ewi.orchestration.landing), so a delivery starts ingestion by
+itself. A run takes the files named in its triggering events plus every other ready delivery in
+the folder, and moves each ingested file to processed/<status>/. Started by hand, a run takes
+`paths` (a list of files) or `landing` (a folder: every *.csv in it, left in place) from its conf.
 Files already ingested come back as duplicates and change nothing, so re-running is safe.
 
 plan (prepares the warehouse) -> ingest_chunk (mapped) -> announce_<source> (one per source), summary,
@@ -22,33 +22,28 @@ ewi_transform.
 
 from __future__ import annotations
 
-import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
-from ewi import orchestration as orch
+from ewi.orchestration import assets, dag_defaults, lineage
+from ewi.orchestration import ingest_tasks as tasks
 
 
-@dag(
-    dag_id="ewi_ingest",
-    schedule=[orch.LANDING_ASSET],
-    start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    default_args=orch.default_task_args(),
-    on_failure_callback=orch.record_dag_failure,
-    tags=["ewi", "ingest"],
+@dag(**dag_defaults.dag_arguments(
+    "ewi_ingest",
+    schedule=[assets.LANDING_ASSET],
+    tags=["ingest"],
+    doc=__doc__,
     params={
         "paths": Param([], type="array", items={"type": "string"},
                        description="Files to ingest (absolute paths). Takes precedence over landing."),
         "landing": Param(None, type=["null", "string"],
                          description="A folder whose *.csv files are ingested, in name order."),
-        "chunk_size": Param(orch.DEFAULT_CHUNK_SIZE, type="integer", minimum=1,
+        "chunk_size": Param(tasks.DEFAULT_CHUNK_SIZE, type="integer", minimum=1,
                             description="Files per mapped ingest task."),
     },
-    doc_md=__doc__,
-)
+))
 def ewi_ingest():
-    @task(inlets=orch.lineage_landing())
+    @task(inlets=lineage.landing_folder())
     def plan(params=None, triggering_asset_events=None) -> list[list[str]]:
         from ewi import warehouse_init
 
@@ -60,9 +55,9 @@ def ewi_ingest():
             for events in (triggering_asset_events or {}).values()
             for event in events
         ]
-        files, how = orch.files_to_ingest(params.get("paths"), params.get("landing"), payloads)
+        files, how = tasks.files_to_ingest(params.get("paths"), params.get("landing"), payloads)
         by_hand = bool(params.get("paths") or params.get("landing"))
-        chunks = orch.plan_chunks(files, int(params.get("chunk_size") or orch.DEFAULT_CHUNK_SIZE),
+        chunks = tasks.plan_chunks(files, int(params.get("chunk_size") or tasks.DEFAULT_CHUNK_SIZE),
                                   mix_sources=not by_hand)
         print(f"{len(files)} files in {len(chunks)} chunks ({how})")
         return chunks
@@ -70,23 +65,23 @@ def ewi_ingest():
     # Chunks of one source may run side by side under LocalExecutor; keeping one at a time keeps
     # the order of deliveries across periods too, and two cores gain little from more.
     @task(max_active_tis_per_dagrun=1, map_index_template="{{ chunk_label }}",
-          inlets=orch.lineage_landing(), outlets=orch.lineage_tables(*orch.RAW_TABLES, "audit.batches"))
+          inlets=lineage.landing_folder(), outlets=lineage.tables(*lineage.RAW_TABLES, "audit.batches"))
     def ingest_chunk(paths: list[str]) -> list[dict]:
-        get_current_context()["chunk_label"] = orch.chunk_label(paths)
-        return orch.ingest_chunk(paths)
+        get_current_context()["chunk_label"] = tasks.chunk_label(paths)
+        return tasks.ingest_chunk(paths)
 
     def announce(source: str):
         # all_done: a chunk that failed must not hide the batches other chunks published.
-        @task(task_id=f"announce_{source}", outlets=[orch.SOURCE_ASSETS[source]], trigger_rule="all_done",
-              inlets=orch.lineage_tables("audit.batches"))
+        @task(task_id=f"announce_{source}", outlets=[assets.SOURCE_ASSETS[source]], trigger_rule="all_done",
+              inlets=lineage.tables("audit.batches"))
         def _announce(chunks: list[list[str]], *, outlet_events=None, dag_run=None):
             from airflow.sdk.exceptions import AirflowSkipException
 
-            file_names = orch.file_names_by_source(chunks)[source]
-            batches = orch.published_batches(source, file_names, dag_run.start_date)
+            file_names = tasks.file_names_by_source(chunks)[source]
+            batches = tasks.published_batches(source, file_names, dag_run.start_date)
             if not batches:
                 raise AirflowSkipException(f"no {source} batch published in this run")
-            outlet_events[orch.SOURCE_ASSETS[source]].extra = {
+            outlet_events[assets.SOURCE_ASSETS[source]].extra = {
                 "batches": [b["batch_id"] for b in batches],
                 "periods": sorted({b["period"] for b in batches}),
             }
@@ -97,7 +92,7 @@ def ewi_ingest():
     @task(trigger_rule="all_done")
     def summary(results) -> dict:
         flat = [r for chunk in results if chunk for r in chunk]
-        counts = orch.summarise(flat)
+        counts = tasks.summarise(flat)
         print(f"ingest summary: {counts}")
         return counts
 
@@ -113,11 +108,11 @@ def ewi_ingest():
     # rebuilt once per run, beside the announcements, so that publishing never waits for it.
     @task(trigger_rule="all_done")
     def data_docs_index() -> None:
-        orch.refresh_data_docs_index()
+        tasks.refresh_data_docs_index()
 
     planned = plan()
     results = ingest_chunk.expand(paths=planned)
-    announced = [announce(source)(planned) for source in orch.SOURCE_NAMES]
+    announced = [announce(source)(planned) for source in assets.SOURCE_NAMES]
     results >> announced
     summarised = summary(results)
     indexed = data_docs_index()

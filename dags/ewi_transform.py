@@ -1,7 +1,7 @@
 """ewi_transform: dbt build of the indicator marts, run whenever a source publishes a batch.
 
-Scheduled on raw.school_absence | raw.referrals | raw.contacts: any one published source triggers
-a run. An asset-triggered run consumes every event queued for the DAG since the previous run, so
+Scheduled on the raw.<source> asset of every source in ewi.sources: any one published source
+triggers a run. An asset-triggered run consumes every event queued for the DAG since the previous run, so
 a burst of deliveries (a whole week's extracts, or a backlog of 300 files) leads to one build, not
 one per batch; events arriving while a build runs queue up and trigger one more build afterwards
 (max_active_runs=1).
@@ -19,37 +19,25 @@ way no asset event is emitted, so ewi_dashboard_refresh is not triggered.
 
 from __future__ import annotations
 
-import pendulum
 from airflow.sdk import dag, task
 
-from ewi import orchestration as orch
+from ewi.orchestration import assets, dag_defaults, lineage, transform_tasks
 
 
-@dag(
-    dag_id="ewi_transform",
-    schedule=(
-        orch.SOURCE_ASSETS["school_absence"] | orch.SOURCE_ASSETS["referrals"] | orch.SOURCE_ASSETS["contacts"]
-    ),
-    start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    default_args=orch.default_task_args(),
-    on_failure_callback=orch.record_dag_failure,
-    tags=["ewi", "transform"],
-    doc_md=__doc__,
-)
+@dag(**dag_defaults.dag_arguments("ewi_transform", schedule=assets.ANY_SOURCE_PUBLISHED,
+                                  tags=["transform"], doc=__doc__))
 def ewi_transform():
-    @task(inlets=orch.lineage_tables(*orch.RAW_TABLES, "ref.areas"),
-          outlets=orch.lineage_tables(*orch.PUBLISHED_TABLES, "audit.dbt_runs"))
+    @task(inlets=lineage.tables(*lineage.RAW_TABLES, "ref.areas"),
+          outlets=lineage.tables(*lineage.PUBLISHED_TABLES, "audit.dbt_runs"))
     def build() -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        orch.wait_for_quiet()
-        if orch.nothing_new_since_last_build():
+        transform_tasks.wait_for_quiet()
+        if transform_tasks.nothing_new_since_last_build():
             raise AirflowSkipException("no batch published since the last build: nothing to rebuild")
-        return orch.build_marts()
+        return transform_tasks.build_marts()
 
-    @task(outlets=[orch.PUBLISHED_ASSET])
+    @task(outlets=[assets.PUBLISHED_ASSET])
     def publish(summary: dict, *, outlet_events=None):
         from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
@@ -61,7 +49,7 @@ def ewi_transform():
             )
         if not summary.get("published"):
             raise AirflowSkipException("the build passed but swapped nothing into `published`")
-        outlet_events[orch.PUBLISHED_ASSET].extra = {"counts": summary.get("counts")}
+        outlet_events[assets.PUBLISHED_ASSET].extra = {"counts": summary.get("counts")}
         return summary.get("counts")
 
     publish(build())

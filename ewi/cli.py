@@ -208,9 +208,9 @@ def _dashboard_port(host: str, wanted: int) -> int | None:
 
 
 def cmd_airflow(args: argparse.Namespace) -> int:
-    from ewi import airflow_local
+    from ewi.orchestration import local_airflow
 
-    return airflow_local.main(args)
+    return local_airflow.main(args)
 
 
 def build_parser() -> argparse.ArgumentParser:

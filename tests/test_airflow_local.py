@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import stat
 
-from ewi import airflow_local, cli, config
+from ewi import cli, config
+from ewi.orchestration import airflow_env, local_airflow
 
 
 def test_environment_points_airflow_at_ewi(warehouse_ready):
-    env = airflow_local.airflow_env()
+    env = airflow_env.airflow_env()
     home = config.ewi_home() / "airflow"
     assert env["AIRFLOW_HOME"] == str(home)
     assert env["EWI_HOME"] == str(config.ewi_home())
@@ -23,8 +24,8 @@ def test_environment_points_airflow_at_ewi(warehouse_ready):
 
 
 def test_secrets_are_generated_once_and_private(warehouse_ready):
-    first = airflow_local.airflow_env()
-    second = airflow_local.airflow_env()
+    first = airflow_env.airflow_env()
+    second = airflow_env.airflow_env()
     for key in ("AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__API__SECRET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET"):
         assert first[key] and first[key] == second[key]
     home = config.ewi_home() / "airflow"
@@ -40,7 +41,7 @@ def test_env_command_prints_shell_exports(warehouse_ready, capsys):
 
 
 def test_down_with_nothing_running(warehouse_ready, capsys):
-    assert airflow_local.down() == 0
+    assert local_airflow.down() == 0
     assert "nothing running" in capsys.readouterr().out
 
 
@@ -48,25 +49,25 @@ def test_lineage_goes_to_a_jsonl_file_unless_an_url_is_set(warehouse_ready, monk
     import json
 
     monkeypatch.delenv("OPENLINEAGE_URL", raising=False)
-    env = airflow_local.airflow_env()
+    env = airflow_env.airflow_env()
     assert env["AIRFLOW__OPENLINEAGE__DISABLED"] == "False"
     transport = json.loads(env["AIRFLOW__OPENLINEAGE__TRANSPORT"])
     assert transport == {"type": "file", "append": True,
                          "log_file_path": str(config.ewi_home() / "lineage" / "events.jsonl")}
     monkeypatch.setenv("OPENLINEAGE_URL", "http://127.0.0.1:5000")
-    transport = json.loads(airflow_local.airflow_env()["AIRFLOW__OPENLINEAGE__TRANSPORT"])
+    transport = json.loads(airflow_env.airflow_env()["AIRFLOW__OPENLINEAGE__TRANSPORT"])
     assert transport["type"] == "http" and transport["url"] == "http://127.0.0.1:5000"
 
 
 def test_celery_executor_adds_a_worker_on_its_own_queue(warehouse_ready, monkeypatch):
     monkeypatch.setenv("EWI_AIRFLOW_EXECUTOR", "CeleryExecutor")
     monkeypatch.setenv("EWI_AIRFLOW_CELERY_QUEUE", "ewi-q1")
-    env = airflow_local.airflow_env()
+    env = airflow_env.airflow_env()
     assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
     assert env["AIRFLOW__CELERY__BROKER_URL"] == "redis://127.0.0.1:6379/0"
     assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql://")
     assert env["AIRFLOW__OPERATORS__DEFAULT_QUEUE"] == "ewi-q1"
-    names = [s.name for s in airflow_local.services()]
+    names = [s.name for s in airflow_env.services()]
     assert names[-1] == "celery-worker" and "triggerer" in names
 
 
@@ -75,7 +76,7 @@ def test_watcher_and_notifier_settings_reach_airflow(warehouse_ready, monkeypatc
     monkeypatch.setenv("EWI_NOTIFIER", "webhook")
     monkeypatch.setenv("EWI_NOTIFY_WEBHOOK_URL", "http://127.0.0.1:1/x")
     monkeypatch.setenv("EWI_AIRFLOW_DB_DSN", "postgresql://postgres@127.0.0.1:5432/elsewhere")
-    env = airflow_local.airflow_env()
+    env = airflow_env.airflow_env()
     assert env["EWI_LANDING_SETTLE_SECONDS"] == "3"
     assert env["EWI_NOTIFIER"] == "webhook" and env["EWI_NOTIFY_WEBHOOK_URL"] == "http://127.0.0.1:1/x"
     assert "/elsewhere" in env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]

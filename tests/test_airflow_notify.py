@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from ewi import notify, orchestration
+from ewi.orchestration import callbacks, notify
 
 PSEUDONYM = "a" * 64
 IDENTITY_NUMBER = "19121212-1212"
@@ -25,7 +25,7 @@ class _FakeTI:  # the callback reads only these attributes of a task instance
 def _fail(run_id: str = "run-notify") -> None:
     ti = _FakeTI()
     ti.run_id = run_id
-    orchestration.record_task_failure(
+    callbacks.record_task_failure(
         {"ti": ti, "exception": ValueError(f"row 3: {PSEUDONYM} {IDENTITY_NUMBER}")})
 
 
@@ -94,7 +94,7 @@ def smtp_server():
 
 def test_log_notifier_is_the_default(db, monkeypatch, caplog):
     monkeypatch.delenv("EWI_NOTIFIER", raising=False)
-    with caplog.at_level(logging.ERROR, logger="ewi.notify"):
+    with caplog.at_level(logging.ERROR, logger="ewi.orchestration.notify"):
         _fail()
     text = caplog.text
     assert "[EWI] task_failed: ewi_ingest.ingest_chunk" in text
@@ -132,6 +132,6 @@ def test_smtp_sends_a_mail_without_row_values(db, monkeypatch, smtp_server):
 def test_an_unreachable_notifier_does_not_fail_the_callback(monkeypatch, caplog):
     monkeypatch.setenv("EWI_NOTIFIER", "webhook")
     monkeypatch.setenv("EWI_NOTIFY_WEBHOOK_URL", "http://127.0.0.1:9/nothing-listens-here")
-    with caplog.at_level(logging.ERROR, logger="ewi.notify"):
+    with caplog.at_level(logging.ERROR, logger="ewi.orchestration.notify"):
         assert notify.send(notify.Notice("task_failed", "ewi_ingest", "plan", "r", "x")) is False
     assert "could not deliver" in caplog.text

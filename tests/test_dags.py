@@ -3,6 +3,7 @@ assets, and every DAG file stays cheap to parse (the DAG processor re-parses the
 
 from __future__ import annotations
 
+import ast
 import json
 import logging
 import os
@@ -12,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from ewi import config, orchestration
+from ewi import config
+from ewi.orchestration import assets, callbacks, dag_defaults, ingest_tasks, transform_tasks
 
 EXPECTED_DAGS = {"ewi_ingest", "ewi_transform", "ewi_dashboard_refresh"}
 DAG_FILES = sorted(config.DAGS_DIR.glob("*.py"))
@@ -54,15 +56,15 @@ def test_dag_folder_has_no_import_errors(dagbag):
 
 
 def test_ingest_runs_on_the_landing_watcher_or_by_hand(dagbag):
-    from ewi.triggers import LandingFolderTrigger
+    from ewi.orchestration.triggers import LandingFolderTrigger
 
     dag = dagbag.dags["ewi_ingest"]
     condition = dag.timetable.asset_condition
-    assert _uris(condition) == {orchestration.LANDING_ASSET_URI}
-    (watcher,) = orchestration.LANDING_ASSET.watchers
+    assert _uris(condition) == {assets.LANDING_ASSET_URI}
+    (watcher,) = assets.LANDING_ASSET.watchers
     assert isinstance(watcher.trigger, LandingFolderTrigger)
     classpath, kwargs = watcher.trigger.serialize()
-    assert classpath == "ewi.triggers.LandingFolderTrigger"
+    assert classpath == "ewi.orchestration.triggers.LandingFolderTrigger"
     assert kwargs["directory"] == str(config.landing_dir())
     assert {"paths", "landing", "chunk_size"} <= set(dag.params.keys())
 
@@ -72,12 +74,12 @@ def test_transform_runs_on_any_published_source(dagbag):
 
     condition = dagbag.dags["ewi_transform"].timetable.asset_condition
     assert isinstance(condition, AssetAny)
-    assert _uris(condition) == set(orchestration.SOURCE_ASSET_URIS.values())
+    assert _uris(condition) == set(assets.SOURCE_ASSET_URIS.values())
 
 
 def test_dashboard_refresh_runs_on_published_marts(dagbag):
     condition = dagbag.dags["ewi_dashboard_refresh"].timetable.asset_condition
-    assert _uris(condition) == {orchestration.PUBLISHED_ASSET_URI}
+    assert _uris(condition) == {assets.PUBLISHED_ASSET_URI}
 
 
 def test_only_the_announcing_tasks_update_assets(dagbag):
@@ -89,14 +91,14 @@ def test_only_the_announcing_tasks_update_assets(dagbag):
         for task in dag.tasks
         if any(isinstance(a, Asset) for a in task.outlets)
     }
-    expected = {("ewi_ingest", f"announce_{s}"): {uri} for s, uri in orchestration.SOURCE_ASSET_URIS.items()}
-    expected[("ewi_transform", "publish")] = {orchestration.PUBLISHED_ASSET_URI}
+    expected = {("ewi_ingest", f"announce_{s}"): {uri} for s, uri in assets.SOURCE_ASSET_URIS.items()}
+    expected[("ewi_transform", "publish")] = {assets.PUBLISHED_ASSET_URI}
     assert outlets == expected
 
 
 def test_announcing_tasks_run_even_when_a_chunk_failed(dagbag):
     dag = dagbag.dags["ewi_ingest"]
-    for source in orchestration.SOURCE_NAMES:
+    for source in assets.SOURCE_NAMES:
         assert dag.get_task(f"announce_{source}").trigger_rule == "all_done"
     assert dag.get_task("ingest_chunk").max_active_tis_per_dagrun == 1
 
@@ -119,14 +121,14 @@ def test_a_failed_chunk_fails_the_ingest_run(dagbag):
 def test_tags_retries_and_failure_callbacks(dagbag):
     for dag in dagbag.dags.values():
         assert "ewi" in dag.tags
-        assert orchestration.record_dag_failure in _callbacks(dag.on_failure_callback), dag.dag_id
+        assert callbacks.record_dag_failure in _callbacks(dag.on_failure_callback), dag.dag_id
         for task in dag.tasks:
             if task.task_id == "watcher":
                 continue
             assert task.retries == 2, task.task_id
             assert task.retry_exponential_backoff > 0, task.task_id
             assert task.retry_policy is not None, task.task_id
-            assert orchestration.record_task_failure in _callbacks(task.on_failure_callback), task.task_id
+            assert callbacks.record_task_failure in _callbacks(task.on_failure_callback), task.task_id
 
 
 def _callbacks(cb) -> list:
@@ -139,7 +141,7 @@ def test_retry_policy_retries_only_transient_warehouse_errors(airflow_home):
 
     from ewi.errors import DiskFull, WarehouseUnavailable
 
-    policy = orchestration.TRANSIENT_WAREHOUSE_ERRORS
+    policy = dag_defaults.TRANSIENT_WAREHOUSE_ERRORS
     assert policy.evaluate(psycopg.OperationalError("gone"), 1, 3).action == RetryAction.RETRY
     assert policy.evaluate(ConnectionRefusedError(), 1, 3).action == RetryAction.RETRY
     assert policy.evaluate(KeyError("bug"), 1, 3).action == RetryAction.FAIL
@@ -180,16 +182,46 @@ def test_dag_file_imports_fast_and_light(dag_file, airflow_home, tmp_path):
     heavy = [m for m in FORBIDDEN_AT_PARSE if m in probe["modules"]]
     assert heavy == [], f"{dag_file.name} imports {heavy} at parse time"
     # Unloaded, the whole import takes about 1.7 s, of which airflow.sdk is 1.6 s and the DAG file
-    # (with ewi.orchestration) about 0.1 s. Wall clock on a busy 2-core test machine says little,
+    # (with ewi.orchestration's modules) about 0.1 s. Wall clock on a busy 2-core test machine says little,
     # so the check is on what the DAG file adds, scaled by how slow airflow.sdk was this time.
     assert probe["dag_file"] < max(0.5, 0.35 * probe["airflow"]), probe
 
 
-def test_file_name_pattern_matches_the_source_registry():
-    from ewi import landing, sources
+def _string_constants(path: Path) -> list[str]:
+    """The string literals of a module's code: docstrings left out, f-string parts included."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    docstrings = {
+        id(node.body[0].value) for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)
+    }
+    return [node.value for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings]
 
-    assert orchestration._FILE_NAME_RE.pattern == sources.FILE_NAME_RE.pattern
-    assert landing.DELIVERY_NAME_RE.pattern == sources.FILE_NAME_RE.pattern
+
+ORCHESTRATION_FILES = sorted((config.PROJECT_ROOT / "ewi" / "orchestration").glob("*.py")) + DAG_FILES
+
+
+@pytest.mark.parametrize("path", ORCHESTRATION_FILES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_source_names_and_the_file_name_pattern_are_taken_from_the_registry(path):
+    """ewi.sources is the one place that names the sources and the delivery file-name pattern: the
+    DAGs, the watcher and the planner take them from it, so a source added there is watched,
+    planned, announced and built on without another edit."""
+    from ewi import sources
+
+    written = [text for text in _string_constants(path)
+               if any(name in text for name in sources.SOURCES) or "-W[0-9]" in text]
+    assert written == [], f"{path.name} writes source names or the file-name pattern itself"
+
+
+def test_every_registry_source_has_its_asset_and_announcement(dagbag):
+    from ewi import sources
+
+    assert assets.SOURCE_NAMES == tuple(sources.SOURCES)
+    transform = dagbag.dags["ewi_transform"].timetable.asset_condition
+    assert _uris(transform) == {f"ewi://warehouse/raw/{name}" for name in sources.SOURCES}
+    announcers = {t.task_id for t in dagbag.dags["ewi_ingest"].tasks if t.task_id.startswith("announce_")}
+    assert announcers == {f"announce_{name}" for name in sources.SOURCES}
 
 
 def test_tasks_declare_warehouse_tables_for_lineage(dagbag):
@@ -197,7 +229,7 @@ def test_tasks_declare_warehouse_tables_for_lineage(dagbag):
         return {f"{o.database}.{o.name}" for o in objs if hasattr(o, "cluster")}
 
     ingest = dagbag.dags["ewi_ingest"].get_task("ingest_chunk")
-    assert {f"ewi.raw.{s}" for s in orchestration.SOURCE_NAMES} <= names(ingest.outlets)
+    assert {f"ewi.raw.{s}" for s in assets.SOURCE_NAMES} <= names(ingest.outlets)
     build = dagbag.dags["ewi_transform"].get_task("build")
     assert "ewi.raw.referrals" in names(build.inlets)
     assert "ewi.published.area_weekly_indicators" in names(build.outlets)
@@ -219,7 +251,7 @@ def test_plan_keeps_corrections_with_their_period_in_delivery_order(tmp_path):
         "not-an-extract.csv",
     ]
     files = [tmp_path / n for n in names]
-    chunks = _names(orchestration.plan_chunks(files, chunk_size=2))
+    chunks = _names(ingest_tasks.plan_chunks(files, chunk_size=2))
     assert chunks == [
         ["contacts_2026-W01_20260105T0601.csv"],
         ["referrals_2026-W01_20260105T0600.csv", "referrals_2026-W01_20260110T0900.csv"],
@@ -231,7 +263,7 @@ def test_plan_keeps_corrections_with_their_period_in_delivery_order(tmp_path):
 
 def test_plan_never_splits_a_period_even_when_over_chunk_size(tmp_path):
     files = [tmp_path / f"contacts_2026-W01_2026010{d}T0600.csv" for d in range(5, 9)]
-    assert len(orchestration.plan_chunks(files, chunk_size=2)) == 1
+    assert len(ingest_tasks.plan_chunks(files, chunk_size=2)) == 1
 
 
 def test_delivered_files_prefers_paths_then_landing(tmp_path, monkeypatch):
@@ -239,15 +271,15 @@ def test_delivered_files_prefers_paths_then_landing(tmp_path, monkeypatch):
     (tmp_path / "b.csv").write_text("x")
     (tmp_path / "a.csv").write_text("x")
     (tmp_path / "notes.txt").write_text("x")
-    assert [p.name for p in orchestration.delivered_files(None, str(tmp_path))] == ["a.csv", "b.csv"]
-    only = orchestration.delivered_files([str(tmp_path / "b.csv")], str(tmp_path))
+    assert [p.name for p in ingest_tasks.delivered_files(None, str(tmp_path))] == ["a.csv", "b.csv"]
+    only = ingest_tasks.delivered_files([str(tmp_path / "b.csv")], str(tmp_path))
     assert [p.name for p in only] == ["b.csv"]
     with pytest.raises(FileNotFoundError):
-        orchestration.delivered_files(None, str(tmp_path / "missing"))
+        ingest_tasks.delivered_files(None, str(tmp_path / "missing"))
 
 
 def test_chunk_label_names_source_and_periods(tmp_path):
-    label = orchestration.chunk_label([str(tmp_path / "contacts_2026-W01_20260105T0600.csv"),
+    label = ingest_tasks.chunk_label([str(tmp_path / "contacts_2026-W01_20260105T0600.csv"),
                                        str(tmp_path / "contacts_2026-W03_20260119T0600.csv")])
     assert label == "contacts 2026-W01..2026-W03 (2 files)"
 
@@ -257,7 +289,7 @@ def test_failure_callback_records_the_exception_type_only(db):
         dag_id, task_id, run_id, try_number, map_index = "ewi_ingest", "ingest_chunk", "run-1", 2, 3
 
     secret = "19121212-1212"
-    orchestration.record_task_failure({"ti": FakeTI(), "exception": ValueError(f"bad row {secret}")})
+    callbacks.record_task_failure({"ti": FakeTI(), "exception": ValueError(f"bad row {secret}")})
     row = db.execute(
         "select dag_id, task_id, run_id, event, detail from audit.pipeline_events "
         "where run_id = 'run-1' order by occurred_at desc limit 1"
@@ -268,7 +300,7 @@ def test_failure_callback_records_the_exception_type_only(db):
 
 
 def test_dashboard_refresh_leaves_a_marker(ewi_home, warehouse_ready):
-    stamp = orchestration.refresh_dashboard()
+    stamp = transform_tasks.refresh_dashboard()
     assert (ewi_home / "dashboard" / "refreshed_at").read_text().strip() == stamp
 
 
@@ -276,7 +308,7 @@ def test_dag_failure_callback_records_the_run(db):
     class FakeRun:
         dag_id, run_id = "ewi_transform", "run-2"
 
-    orchestration.record_dag_failure({"dag_run": FakeRun(), "reason": "task_failure"})
+    callbacks.record_dag_failure({"dag_run": FakeRun(), "reason": "task_failure"})
     row = db.execute(
         "select dag_id, task_id, event, detail from audit.pipeline_events where run_id = 'run-2'"
     ).fetchone()
@@ -286,9 +318,9 @@ def test_dag_failure_callback_records_the_run(db):
 def test_watcher_runs_pack_sources_into_one_chunk_keeping_delivery_order(tmp_path):
     names = ["referrals_2026-W01_20260110T0900.csv", "referrals_2026-W01_20260105T0600.csv",
              "contacts_2026-W01_20260105T0601.csv", "school_absence_2026-W01_20260105T0612.csv"]
-    chunks = orchestration.plan_chunks([tmp_path / n for n in names], chunk_size=26, mix_sources=True)
+    chunks = ingest_tasks.plan_chunks([tmp_path / n for n in names], chunk_size=26, mix_sources=True)
     assert _names(chunks) == [["contacts_2026-W01_20260105T0601.csv", "referrals_2026-W01_20260105T0600.csv",
                                "referrals_2026-W01_20260110T0900.csv", "school_absence_2026-W01_20260105T0612.csv"]]
-    assert orchestration.chunk_label(chunks[0]) == "3 sources 2026-W01 (4 files)"
-    small = orchestration.plan_chunks([tmp_path / n for n in names], chunk_size=2, mix_sources=True)
+    assert ingest_tasks.chunk_label(chunks[0]) == "3 sources 2026-W01 (4 files)"
+    small = ingest_tasks.plan_chunks([tmp_path / n for n in names], chunk_size=2, mix_sources=True)
     assert _names(small)[1] == ["referrals_2026-W01_20260105T0600.csv", "referrals_2026-W01_20260110T0900.csv"]

@@ -168,7 +168,7 @@ def airflow_stack(tmp_path_factory, request):
         assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-2000:] + stack.diagnostics()
         assert "==> [airflow] UI: http://127.0.0.1:" in up.stdout
         stack.wait_for("the landing watcher to run in the triggerer", lambda: stack.query(
-            "airflow", "select count(*) from trigger where classpath = 'ewi.triggers.LandingFolderTrigger' "
+            "airflow", "select count(*) from trigger where classpath = 'ewi.orchestration.triggers.LandingFolderTrigger' "
                        "and triggerer_id is not null")[0][0], timeout=180)
         return stack
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ewi import landing
+from ewi.orchestration import landing
 from tests import extracts
 
 NAME = "contacts_2026-W01_20260105T0600.csv"
@@ -120,7 +120,7 @@ def _collect(trigger, seconds: float) -> list[dict]:
 @pytest.fixture
 def trigger_class():
     pytest.importorskip("airflow")
-    from ewi.triggers import LandingFolderTrigger
+    from ewi.orchestration.triggers import LandingFolderTrigger
 
     return LandingFolderTrigger
 
@@ -138,7 +138,7 @@ def test_trigger_announces_each_ready_file_once(tmp_path, trigger_class):
 def test_trigger_serializes_to_its_import_path(trigger_class):
     trigger = trigger_class(directory="/x", manifest_sources=["school_absence"])
     classpath, kwargs = trigger.serialize()
-    assert classpath == "ewi.triggers.LandingFolderTrigger"
+    assert classpath == "ewi.orchestration.triggers.LandingFolderTrigger"
     assert json.loads(json.dumps(kwargs)) == kwargs
     assert trigger_class(**kwargs).serialize() == (classpath, kwargs)
 

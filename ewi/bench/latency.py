@@ -107,14 +107,15 @@ def bench_latency(runs: int = 5, timeout: float = 300) -> dict:
     """End-to-end latency from landing to dashboard refresh: median of `runs` weekly deliveries."""
     import psycopg
 
-    from ewi import landing, synth
+    from ewi import synth
+    from ewi.sources import FILE_NAME_RE
 
     home = Path(tempfile.mkdtemp(prefix="ewi-bench-latency-", dir="/tmp"))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "EWI_", "OPENLINEAGE"))}
     env.update({"EWI_HOME": str(home), "EWI_AIRFLOW_PORT": str(_free_port())})
     outbox = home / "outbox"
     synth.generate(outbox, weeks=runs, seed=7)
-    weeks = sorted({landing.DELIVERY_NAME_RE.match(p.name)["period"] for p in outbox.glob("*.csv")})
+    weeks = sorted({FILE_NAME_RE.match(p.name)["period"] for p in outbox.glob("*.csv")})
     try:
         for step in (["warehouse", "init"], ["airflow", "up"]):
             result = _ewi(step, env)
@@ -126,7 +127,7 @@ def bench_latency(runs: int = 5, timeout: float = 300) -> dict:
         with psycopg.connect(psycopg.conninfo.make_conninfo(url, dbname="airflow"), autocommit=True) as af, \
                 psycopg.connect(url, autocommit=True) as wh:
             deadline = time.monotonic() + 180
-            while not af.execute("select count(*) from trigger where classpath = 'ewi.triggers.LandingFolderTrigger' "
+            while not af.execute("select count(*) from trigger where classpath = 'ewi.orchestration.triggers.LandingFolderTrigger' "
                                  "and triggerer_id is not null").fetchone()[0]:
                 if time.monotonic() > deadline:
                     raise TimeoutError("the landing watcher did not start in the triggerer")

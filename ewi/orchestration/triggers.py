@@ -1,8 +1,8 @@
 """LandingFolderTrigger: the event trigger behind the landing folder's AssetWatcher.
 
-It runs in the triggerer (which imports it by its class path, `ewi.triggers.LandingFolderTrigger`,
+It runs in the triggerer (which imports it by its class path, `ewi.orchestration.triggers.LandingFolderTrigger`,
 so the `ewi` package must be importable there), polls the landing folder and yields one
-TriggerEvent per delivery that has become ready (ewi.landing's rules). Airflow turns each event
+TriggerEvent per delivery that has become ready (ewi.orchestration.landing's rules). Airflow turns each event
 into an event of the `landing` asset with extra {"from_trigger": true, "payload": <payload>},
 which schedules ewi_ingest.
 
@@ -27,7 +27,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
-from ewi import landing
+from ewi.orchestration import landing
 
 
 class LandingFolderTrigger(BaseEventTrigger):

@@ -21,7 +21,8 @@ watcher and the ingest run's own sweep of the folder reach the same verdict.
 Ingested files move to `<landing>/processed/<status>/` (with their manifest) so they are never
 picked up twice; ingest is idempotent by sha256 anyway.
 
-Only the standard library is imported here: the DAG files (parse time) and the triggerer use it.
+Only the standard library and the source registry (itself standard library only) are imported here:
+the DAG files (parse time) and the triggerer use it.
 """
 
 from __future__ import annotations
@@ -29,17 +30,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-#: The contract's file-name pattern (same as ewi.sources.FILE_NAME_RE; tests check they agree).
-DELIVERY_NAME_RE = re.compile(
-    r"^(?P<source>school_absence|referrals|contacts)_(?P<period>[0-9]{4}-W[0-9]{2})_"
-    r"(?P<delivered>[0-9]{8}T[0-9]{4})\.csv$"
-)
+from ewi.sources import FILE_NAME_RE
+
 MANIFEST_SUFFIX = ".manifest.json"
 PROCESSED = "processed"
 
@@ -91,7 +88,7 @@ class _HashCache:
 
 
 def is_delivery_name(name: str) -> bool:
-    return DELIVERY_NAME_RE.match(name) is not None
+    return FILE_NAME_RE.match(name) is not None
 
 
 def manifest_of(path: Path) -> Path:
@@ -143,7 +140,7 @@ def verdict(path: Path, rules: Rules, now: float | None = None, hashes: _HashCac
         # Not (yet) matching: either a sender still writing, or a corrupted delivery that ingest
         # must see to record it.
         return Verdict(settled, "manifest-mismatch")
-    source = DELIVERY_NAME_RE.match(path.name)["source"]
+    source = FILE_NAME_RE.match(path.name)["source"]
     if source in rules.manifest_sources:
         if quiet_for >= rules.manifest_wait_seconds:
             return Verdict(True, "manifest-missing")

@@ -1,0 +1,96 @@
+"""ewi_transform's and ewi_dashboard_refresh's work: wait until deliveries are quiet, skip a
+build that has nothing new, build the marts, refresh what the dashboard caches."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from ewi import config
+from ewi.orchestration import landing
+
+log = logging.getLogger(__name__)
+
+
+
+def wait_for_quiet(quiet_seconds: float | None = None, max_wait_seconds: float | None = None,
+                   poll_seconds: float = 1.0) -> dict[str, Any]:
+    """Debounce before a build: wait until no delivery is in the landing folder, no batch is being
+    ingested, and no batch was decided in the last `quiet_seconds`, for at most `max_wait_seconds`.
+
+    Deliveries that land together are then all in one build. Events that arrive during the wait or
+    the build queue a next ewi_transform run, which finds nothing new (nothing_new_since_last_build)
+    and skips its build.
+    """
+    import psycopg
+
+    from ewi import warehouse
+
+    quiet = float(os.environ.get("EWI_TRANSFORM_QUIET_SECONDS", "5") if quiet_seconds is None else quiet_seconds)
+    max_wait = float(os.environ.get("EWI_TRANSFORM_MAX_WAIT_SECONDS", "120")
+                     if max_wait_seconds is None else max_wait_seconds)
+    started = time.monotonic()
+    folder = config.landing_dir()
+    while True:
+        waiting = len(landing.scan(folder, landing.Rules.from_env()))
+        with psycopg.connect(warehouse.dsn()) as conn:
+            ingesting, since_last = conn.execute(
+                """select count(*) filter (where status = 'pending' and received_at > now() - interval '10 minutes'),
+                          extract(epoch from now() - max(decided_at))
+                   from audit.batches"""
+            ).fetchone()
+        waited = time.monotonic() - started
+        calm = since_last is None or float(since_last) >= quiet
+        if (not waiting and not ingesting and calm) or waited >= max_wait:
+            state = {"waited_s": round(waited, 1), "deliveries_waiting": waiting, "ingesting": ingesting,
+                     "timed_out": waited >= max_wait}
+            log.info("debounce: %s", state)
+            return state
+        time.sleep(poll_seconds)
+
+
+def nothing_new_since_last_build() -> bool:
+    """True when no batch was published or superseded since the last build that published marts
+    started: a queued run whose events the previous build already covered has nothing to do."""
+    import psycopg
+
+    from ewi import warehouse
+
+    with psycopg.connect(warehouse.dsn()) as conn:
+        last_build, last_batch = conn.execute(
+            """select (select max(started_at) from audit.dbt_runs where published),
+                      (select max(decided_at) from audit.batches where status in ('published', 'superseded'))"""
+        ).fetchone()
+    return last_build is not None and (last_batch is None or last_batch < last_build)
+
+
+def build_marts() -> dict[str, Any]:
+    from ewi import transform
+
+    summary = transform.build()
+    log.info("dbt build: %s %s published=%s", summary.get("status"), summary.get("counts"),
+             summary.get("published"))
+    return summary
+
+
+def refresh_dashboard() -> str:
+    """Refresh what the dashboard caches, and leave a marker of when that happened."""
+    try:
+        from ewi import dashboard
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("ewi.dashboard",):
+            raise
+        dashboard = None
+    refresh = getattr(dashboard, "refresh", None)
+    if callable(refresh):
+        refresh()
+    else:
+        log.info("the dashboard has no cache to refresh (ewi.dashboard.refresh is missing)")
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    marker = config.ewi_home() / "dashboard" / "refreshed_at"
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(now + "\n", encoding="utf-8")
+    return now
