@@ -16,11 +16,6 @@ INT_PATTERN = r"^-?[0-9]{1,9}$"
 DATE_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 AREA_CODE_PATTERN = r"^[0-9]{4}[A-C][0-9]{4}$"
 
-FILE_NAME_RE = re.compile(
-    r"^(?P<source>school_absence|referrals|contacts)_(?P<period>[0-9]{4}-W[0-9]{2})_"
-    r"(?P<delivered>[0-9]{8}T[0-9]{4})\.csv$"
-)
-
 #: Header names that betray a direct identifier (name, identity number, contact details). A file
 #: carrying such a column is rejected whole, whatever the column holds.
 IDENTIFIER_COLUMN_RE = re.compile(
@@ -184,6 +179,13 @@ CONTACTS = Source(
 )
 
 SOURCES: dict[str, Source] = {s.name: s for s in (SCHOOL_ABSENCE, REFERRALS, CONTACTS)}
+
+#: The contract's file-name pattern, <source>_<YYYY-Www>_<YYYYMMDDTHHMM>.csv, for the sources above.
+#: The landing folder's watcher, the ingest run's planner and the ingest itself all match with it.
+FILE_NAME_RE = re.compile(
+    rf"^(?P<source>{'|'.join(map(re.escape, SOURCES))})_(?P<period>[0-9]{{4}}-W[0-9]{{2}})_"
+    r"(?P<delivered>[0-9]{8}T[0-9]{4})\.csv$"
+)
 
 
 @dataclass(frozen=True)
