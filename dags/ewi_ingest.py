@@ -45,11 +45,9 @@ from ewi.orchestration import ingest_tasks as tasks
 def ewi_ingest():
     @task(inlets=lineage.landing_folder())
     def plan(params=None, triggering_asset_events=None) -> list[list[str]]:
-        from ewi import warehouse_init
-
         # Migrations and the area register first (idempotent, ~2 s): one task start fewer than a
         # task of its own, which is latency from landing to dashboard.
-        warehouse_init.init_warehouse()
+        tasks.prepare_warehouse()
         payloads = [
             (event.extra or {}).get("payload") or {}
             for events in (triggering_asset_events or {}).values()

@@ -22,6 +22,13 @@ DEFAULT_CHUNK_SIZE = 26
 
 
 
+def prepare_warehouse() -> None:
+    """Migrations and the area register (idempotent): what an ingest run needs before its files."""
+    from ewi import warehouse_init
+
+    warehouse_init.init_warehouse()
+
+
 def delivered_files(paths: list[str] | None, landing_folder: str | None) -> list[Path]:
     """The files a run asked for by conf: the explicit `paths`, else every *.csv in
     `landing_folder`, else the ready deliveries in the configured landing folder."""
