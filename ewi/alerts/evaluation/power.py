@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ewi.alerts.series import trailing_sum
+
 POWER_LEVELS = (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0)
 POWER_SIZES = (2.0, 2.5, 3.0)
 POWER_WINDOWS = (1, 2, 3, 4, 6)
@@ -22,7 +24,7 @@ def known_baseline_detection(level: float, size: float, budget: float, min_count
     base = rng.poisson(level, baseline_weeks)
     best = (0.0, 0, 0)
     for n in POWER_WINDOWS:
-        sums = np.convolve(base, np.ones(n), mode="valid")
+        sums = trailing_sum(base, n)[n - 1:]  # whole windows only
         threshold = None
         for c in range(int(sums.max()) + 1, min_count - 1, -1):
             alarm = sums >= c
