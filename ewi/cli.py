@@ -132,10 +132,10 @@ def cmd_transform(args: argparse.Namespace) -> int:
 
 def cmd_disclosure_audit(args: argparse.Namespace) -> int:
     """The disclosure audit of what `published` holds now (the gated build runs it before publishing)."""
-    from ewi import setup, warehouse
+    from ewi import warehouse, warehouse_init
     from ewi.disclosure.audit import AUDITED, audit
 
-    setup.init_warehouse()
+    warehouse_init.init_warehouse()
     with warehouse.connect(autocommit=True) as conn:
         result = audit(conn, dict.fromkeys(AUDITED, "published"))
     if args.json:
