@@ -8,9 +8,11 @@ Each benchmark runs against its own database on the warehouse server and prints 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import os
+import socket
 import time
 
 
@@ -26,6 +28,26 @@ def fresh_database(name: str) -> str:
     os.environ["EWI_WAREHOUSE_DB"] = name
     warehouse_init.init_warehouse()
     return warehouse.dsn()
+
+
+@contextlib.contextmanager
+def database_restored():
+    """EWI_WAREHOUSE_DB as it was before, whatever database a benchmark switches to inside."""
+    saved = os.environ.get("EWI_WAREHOUSE_DB")
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("EWI_WAREHOUSE_DB", None)
+        else:
+            os.environ["EWI_WAREHOUSE_DB"] = saved
+
+
+def any_free_port() -> int:
+    """A port free now, for a server of the benchmark's own."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 #: name -> (module in ewi.bench, function, whether it takes --rows). Imported when run: each

@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from ewi.bench import any_free_port, database_restored
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -52,28 +54,16 @@ def _two_year_database() -> str:
     history, _ = bench_dbt._data(2)
     bench_dbt._ensure_base(2, history)
     bench_dbt._copy_of(bench_dbt.base_database(2), name)
-    saved = os.environ.get("EWI_WAREHOUSE_DB")
-    os.environ["EWI_WAREHOUSE_DB"] = name
-    try:
+    with database_restored():
+        os.environ["EWI_WAREHOUSE_DB"] = name
         bench_dbt._build(full_refresh=True)
-    finally:
-        if saved is None:
-            os.environ.pop("EWI_WAREHOUSE_DB", None)
-        else:
-            os.environ["EWI_WAREHOUSE_DB"] = saved
     with psycopg.connect(warehouse.dsn(name), autocommit=True) as conn:
         migrate.migrate(conn)
     return name
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _serve(env: dict) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
+    port = any_free_port()
     proc = subprocess.Popen([sys.executable, "-c", f"from ewi.dashboard.server import serve; serve(port={port})"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.time() + 60

@@ -19,6 +19,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from ewi import config, warehouse
+from ewi.bench import database_restored
 from ewi.school_calendar import iso_week_of, week_start
 
 END_WEEK = "2026-W47"
@@ -174,14 +175,8 @@ def bench_size(years: int, repeats: int = REPEATS) -> dict:
 
 
 def bench_dbt(years: tuple[int, ...] = YEARS) -> dict:
-    saved = os.environ.get("EWI_WAREHOUSE_DB")
-    try:
+    with database_restored():
         sizes = [bench_size(y) for y in years]
-    finally:
-        if saved is None:
-            os.environ.pop("EWI_WAREHOUSE_DB", None)
-        else:
-            os.environ["EWI_WAREHOUSE_DB"] = saved
     by_years = {s["years"]: s for s in sizes}
     ratios = [s["ratio"] for s in sizes]
     return {

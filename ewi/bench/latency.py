@@ -29,20 +29,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from ewi.bench import any_free_port
+
 STAGES = ("detect", "schedule", "ingest", "handover", "debounce", "dbt", "refresh")
 
 
 def _ewi(args: list[str], env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "ewi.cli", *args], env=env, capture_output=True,
                           text=True, timeout=timeout)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _one_run(conn_af, conn_wh, landing: Path, files: list[Path], refreshes_before: int,
@@ -112,7 +106,7 @@ def bench_latency(runs: int = 5, timeout: float = 300) -> dict:
 
     home = Path(tempfile.mkdtemp(prefix="ewi-bench-latency-", dir="/tmp"))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "EWI_", "OPENLINEAGE"))}
-    env.update({"EWI_HOME": str(home), "EWI_AIRFLOW_PORT": str(_free_port())})
+    env.update({"EWI_HOME": str(home), "EWI_AIRFLOW_PORT": str(any_free_port())})
     outbox = home / "outbox"
     synth.generate(outbox, weeks=runs, seed=7)
     weeks = sorted({FILE_NAME_RE.match(p.name)["period"] for p in outbox.glob("*.csv")})
