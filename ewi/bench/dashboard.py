@@ -51,12 +51,12 @@ def _two_year_database() -> str:
                 return name
     except psycopg.OperationalError:
         pass
-    history, _ = bench_dbt._data(2)
-    bench_dbt._ensure_base(2, history)
-    bench_dbt._copy_of(bench_dbt.base_database(2), name)
+    history, _ = bench_dbt.synth_data(2)
+    bench_dbt.ensure_base(2, history)
+    bench_dbt.copy_of(bench_dbt.base_database(2), name)
     with database_restored():
         os.environ["EWI_WAREHOUSE_DB"] = name
-        bench_dbt._build(full_refresh=True)
+        bench_dbt.timed_build(full_refresh=True)
     with psycopg.connect(warehouse.dsn(name), autocommit=True) as conn:
         migrate.migrate(conn)
     return name

@@ -44,7 +44,7 @@ def work_database(years: int) -> str:
     return f"ewi_bench_dbt_{years}y"
 
 
-def _data(years: int) -> tuple[list[Path], list[Path]]:
+def synth_data(years: int) -> tuple[list[Path], list[Path]]:
     """(history files, the new week's files) for `years` years ending END_WEEK plus one week."""
     from ewi import synth
 
@@ -78,7 +78,7 @@ def _use(name: str) -> None:
     os.environ["EWI_WAREHOUSE_DB"] = name
 
 
-def _ensure_base(years: int, history: list[Path]) -> dict:
+def ensure_base(years: int, history: list[Path]) -> dict:
     """The template database with the history ingested; ingests only the files it has not decided
     on yet (so an interrupted run resumes)."""
     from ewi import warehouse_init
@@ -97,7 +97,7 @@ def _ensure_base(years: int, history: list[Path]) -> dict:
             "batches": statuses}
 
 
-def _copy_of(template: str, name: str) -> None:
+def copy_of(template: str, name: str) -> None:
     with _admin() as conn:
         # the ingest's validation engine keeps pooled connections to the template open
         conn.execute("select pg_terminate_backend(pid) from pg_stat_activity "
@@ -112,7 +112,7 @@ def _copy_of(template: str, name: str) -> None:
         conn.execute("select count(*) from pg_class").fetchone()
 
 
-def _build(full_refresh: bool) -> dict:
+def timed_build(full_refresh: bool) -> dict:
     from ewi import transform
 
     started = time.perf_counter()
@@ -135,25 +135,25 @@ def bench_size(years: int, repeats: int = REPEATS) -> dict:
     a copy taken after the new week's ingest); the median of each is reported, with every run."""
     from ewi.ingest import ingest_files
 
-    history, new_week = _data(years)
-    base = _ensure_base(years, history)
+    history, new_week = synth_data(years)
+    base = ensure_base(years, history)
     work, after_ingest = work_database(years), f"{work_database(years)}_new_week"
     full_runs = []
     for _ in range(repeats):
-        _copy_of(base_database(years), work)
+        copy_of(base_database(years), work)
         _use(work)
-        full_runs.append(_build(full_refresh=True))
+        full_runs.append(timed_build(full_refresh=True))
     started = time.perf_counter()
     added = ingest_files(new_week)
     ingest_s = time.perf_counter() - started
     incremental_runs = []
     if repeats > 1:
-        _copy_of(work, after_ingest)
+        copy_of(work, after_ingest)
     for i in range(repeats):
         if i:
-            _copy_of(after_ingest, work)
+            copy_of(after_ingest, work)
             _use(work)
-        incremental_runs.append(_build(full_refresh=False))
+        incremental_runs.append(timed_build(full_refresh=False))
     if repeats > 1:
         with _admin() as conn:
             conn.execute(f'drop database if exists "{after_ingest}" with (force)')
