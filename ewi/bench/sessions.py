@@ -29,7 +29,8 @@ def _timed(fn) -> dict:
 def bench_sessions() -> dict:
     import ewi.dashboard
     from ewi.bench import fresh_database
-    from ewi.dashboard import data, sessions
+    from ewi.dashboard import data
+    from ewi.dashboard.security import sessions
 
     fresh_database("ewi_bench_sessions")
     ewi.dashboard.refresh()

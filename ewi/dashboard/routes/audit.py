@@ -1,0 +1,111 @@
+"""The auditors' pages: every delivery and its checks (with GX Data Docs), the dbt builds, the
+lineage graph and the provenance of a published figure."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from urllib.parse import quote, unquote
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, HTMLResponse, Response
+from markupsafe import Markup
+
+from ewi import config
+from ewi.dashboard import audit_data, data, lineage
+from ewi.dashboard.i18n import INDICATORS
+from ewi.dashboard.security.access import AuditorUser
+from ewi.dashboard.views import AREA_CODE, lang_of, message, page, week_param
+
+router = APIRouter(prefix="/audit")
+
+
+def _docs_root() -> Path:
+    return (config.ewi_home() / "gx").resolve()
+
+
+def _docs_url(data_docs_path: str | None) -> str | None:
+    if not data_docs_path:
+        return None
+    root = _docs_root()
+    path = Path(data_docs_path)
+    if not path.exists() and Path(unquote(data_docs_path)).exists():  # GX hands out file:// URLs
+        path = Path(unquote(data_docs_path))
+    if path.is_absolute():
+        try:
+            path = path.resolve().relative_to(root)
+        except ValueError:
+            return None
+    return "/audit/docs/" + quote(path.as_posix())
+
+
+@router.get("", response_class=HTMLResponse)
+def audit_batches(user: AuditorUser, request: Request):
+    lang = lang_of(request)
+    with data.connect(data.AUDITOR_ROLE) as conn:
+        freshness = data.load_status(conn)
+        rows = audit_data.batches(conn)
+    for r in rows:
+        r["docs_url"] = _docs_url(r.get("data_docs_path"))
+    return page(request, "audit.html", lang, user, freshness=freshness, batches=rows)
+
+
+@router.get("/batch/{batch_id}", response_class=HTMLResponse)
+def audit_batch(user: AuditorUser, request: Request, batch_id: str):
+    lang = lang_of(request)
+    with data.connect(data.AUDITOR_ROLE) as conn:
+        row, checks = audit_data.batch(conn, batch_id)
+    if row is None:
+        return message(request, user, "not_found", 404)
+    for c in checks:
+        c["observed_text"] = json.dumps(c["observed"], ensure_ascii=False) if c["observed"] is not None else ""
+    return page(request, "batch.html", lang, user, batch=row, checks=checks,
+                docs_url=_docs_url(row.get("data_docs_path")),
+                failed_checks=json.dumps(row.get("failed_checks") or [], ensure_ascii=False))
+
+
+@router.get("/dbt", response_class=HTMLResponse)
+def audit_dbt(user: AuditorUser, request: Request):
+    lang = lang_of(request)
+    with data.connect(data.AUDITOR_ROLE) as conn:
+        builds = audit_data.dbt_builds(conn)
+    return page(request, "dbt.html", lang, user, builds=builds)
+
+
+@router.get("/lineage", response_class=HTMLResponse)
+def audit_lineage(user: AuditorUser, request: Request):
+    lang = lang_of(request)
+    manifest, manifest_path = lineage.load_manifest()
+    svg, graph, generated_at = None, None, None
+    if manifest is not None:
+        with data.connect(data.AUDITOR_ROLE) as conn:
+            deliveries = audit_data.deliveries_by_source(conn)
+        graph = lineage.build_graph(manifest, deliveries)
+        svg = Markup(lineage.render_svg(graph))  # noqa: S704 - every label is escaped by render_svg
+        generated_at = (manifest.get("metadata") or {}).get("generated_at")
+    runs = lineage.task_runs()
+    return page(request, "lineage.html", lang, user, svg=svg, graph=graph, manifest_path=str(manifest_path),
+                generated_at=lineage.short_time(generated_at), runs=runs, short_time=lineage.short_time)
+
+
+@router.get("/provenance", response_class=HTMLResponse)
+def audit_provenance(user: AuditorUser, request: Request, indicator: str = "", week: str = "",
+                     area: str | None = None):
+    lang = lang_of(request)
+    week_start = week_param(week)
+    if indicator not in INDICATORS or week_start is None or (area and not AREA_CODE.match(area)):
+        return message(request, user, "not_found", 404)
+    with data.connect(data.AUDITOR_ROLE) as conn:
+        cell = audit_data.published_cell(conn, indicator, week_start, area or None)
+        found = audit_data.provenance(conn, indicator, week_start)
+    return page(request, "provenance.html", lang, user, indicator=indicator, week=week_start,
+                area=area or None, cell=cell, **found)
+
+
+@router.get("/docs/{path:path}")
+def audit_docs(user: AuditorUser, path: str):
+    root = _docs_root()
+    target = (root / path).resolve()
+    if not target.is_relative_to(root) or not target.is_file():
+        return Response("not found", status_code=404)
+    return FileResponse(target)

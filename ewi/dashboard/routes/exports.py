@@ -1,0 +1,58 @@
+"""CSV exports of what the coordinators' pages show; each export is logged before it is handed out."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from ewi.dashboard import data
+from ewi.dashboard.i18n import fmt_number, fmt_week, indicator_label, text
+from ewi.dashboard.security.access import CoordinatorUser, record_access
+from ewi.dashboard.views import AREA_CODE, csv_response, lang_of, weeks_param
+
+router = APIRouter()
+
+
+@router.get("/export/overview.csv")
+def overview_csv(user: CoordinatorUser, request: Request):
+    lang = lang_of(request)
+    t = text(lang)
+    with data.connect() as conn:
+        week = data.latest_complete_week(conn)
+        rows, _ = data.overview(conn, week) if week else ([], {})
+    out: list[list] = [[t["week"], "area_code", t["area"], "indicator", t["indicator"], t["rate"],
+                        t["municipality"], "vs_municipality", "vs_history", t["alert"]]]
+    for r in rows:
+        for ind, c in r.cells.items():
+            out.append([fmt_week(week), r.area_code, r.area_name, ind, indicator_label(ind, lang),
+                        fmt_number(c.cell.rate if c.cell else None, lang,
+                                   suppressed=bool(c.cell and c.cell.is_suppressed)),
+                        fmt_number(c.municipality_rate, lang), c.vs_municipality, c.vs_history,
+                        "1" if c.alert else "0"])
+    record_access("export_csv", user, request, detail={"view": "overview", "week": str(week)})
+    return csv_response(out, f"ewi_overview_{fmt_week(week)}.csv", lang)
+
+
+@router.get("/export/area/{area_code}.csv")
+def area_csv(user: CoordinatorUser, request: Request, area_code: str, weeks: int | None = None):
+    lang = lang_of(request)
+    t = text(lang)
+    weeks = weeks_param(weeks)
+    if not AREA_CODE.match(area_code):
+        return Response(status_code=404)
+    with data.connect() as conn:
+        view = data.area_view(conn, area_code, weeks)
+    if view is None:
+        return Response(status_code=404)
+    out: list[list] = [[t["week"], "area_code", t["area"], "indicator", t["numerator"], t["denominator"],
+                        t["rate"], t["rolling_12"], t["last_year"], t["municipality"], t["alert"]]]
+    for r in sorted(view["rows"], key=lambda r: (r["indicator"], r["week_start"])):
+        key = (r["indicator"], r["week_start"])
+        sup = bool(r["is_suppressed"])
+        out.append([fmt_week(r["week_start"]), area_code, view["area_name"], r["indicator"],
+                    fmt_number(r["numerator"], lang, 0, sup), fmt_number(r["denominator"], lang, 0, sup),
+                    fmt_number(r["rate"], lang, suppressed=sup), fmt_number(view["rolling"].get(key), lang),
+                    fmt_number(view["last_year"].get(key), lang), fmt_number(view["muni"].get(key), lang),
+                    "1" if key in view["alert_keys"] else "0"])
+    record_access("export_csv", user, request, detail={"view": "area", "area_code": area_code, "weeks": weeks})
+    return csv_response(out, f"ewi_{area_code}_{fmt_week(view['latest'])}.csv", lang)
