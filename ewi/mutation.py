@@ -68,7 +68,7 @@ TARGETS = (
     # mutated here: they are SQL statements, JSON keys and variable names, each broken string fails the
     # first login, and each would cost a full test run (the dashboard is served in a process of its own).
     Target("auth", ("ewi/dashboard/users.py", "ewi/dashboard/security/sessions.py"), tuple(
-        f"tests/test_dashboard_security.py::test_{name}" for name in (
+        f"tests/dashboard/test_security.py::test_{name}" for name in (
             "malformed_password_hashes_fail_closed",
             "a_short_salt_or_a_cut_digest_is_refused_though_scrypt_would_check_it",
             "a_cookie_saved_before_logout_no_longer_works",

@@ -80,6 +80,8 @@ class Cell:
 
 def latest_complete_week(conn: psycopg.Connection, today: date | None = None) -> date | None:
     today = today or date.today()
+    if not built(conn, "area_weekly_indicators"):
+        return None  # before the first build: nothing published yet
     row = conn.execute(
         "select max(week_start) as latest, "
         "max(week_start) filter (where week_start + 7 <= %s) as complete "
@@ -98,21 +100,12 @@ def areas(conn: psycopg.Connection) -> list[dict]:
 def weekly(conn: psycopg.Connection, indicator: str | None = None, area_code: str | None = None,
            since: date | None = None) -> list[dict]:
     """Rows of published.area_weekly_indicators, oldest first."""
-    where = [sql.SQL("true")]
-    params: list = []
-    if indicator:
-        where.append(sql.SQL("indicator = %s"))
-        params.append(indicator)
-    if area_code:
-        where.append(sql.SQL("area_code = %s"))
-        params.append(area_code)
-    if since:
-        where.append(sql.SQL("week_start >= %s"))
-        params.append(since)
+    where, params = _where("true", ("indicator = %s", indicator), ("area_code = %s", area_code),
+                           ("week_start >= %s", since))
     query = sql.SQL(
         "select area_code, area_name, week_start, indicator, numerator, denominator, rate, is_suppressed "
         "from published.area_weekly_indicators where {} order by area_code, indicator, week_start"
-    ).format(sql.SQL(" and ").join(where))
+    ).format(where)
     return [floats(r) for r in conn.execute(query, params).fetchall()]
 
 
@@ -142,18 +135,11 @@ def alerts(conn: psycopg.Connection, area_code: str | None = None, week: date | 
     """Rows of published.area_alerts with is_alert true; empty while that table does not exist."""
     if not built(conn, "area_alerts"):
         return []
-    where = [sql.SQL("is_alert")]
-    params: list = []
-    if area_code:
-        where.append(sql.SQL("area_code = %s"))
-        params.append(area_code)
-    if week:
-        where.append(sql.SQL("week_start = %s"))
-        params.append(week)
+    where, params = _where("is_alert", ("area_code = %s", area_code), ("week_start = %s", week))
     query = sql.SQL(
         "select area_code, week_start, indicator, method, observed, expected, upper_threshold, score, "
         "explanation_sv, explanation_en from published.area_alerts where {} order by week_start, area_code"
-    ).format(sql.SQL(" and ").join(where))
+    ).format(where)
     return [floats(r) for r in conn.execute(query, params).fetchall()]
 
 
@@ -333,6 +319,12 @@ def load_status(conn: psycopg.Connection, today: date | None = None) -> list[Sou
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def _where(always: str, *filters: tuple[str, object]) -> tuple[sql.Composed, list]:
+    """`always and` each filter whose value is given (a value of None filters nothing), and the values."""
+    given = [(condition, value) for condition, value in filters if value]
+    return sql.SQL(" and ").join([sql.SQL(always), *(sql.SQL(c) for c, _ in given)]), [v for _, v in given]
 
 
 def _float(value) -> float | None:

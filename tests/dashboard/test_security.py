@@ -1,6 +1,8 @@
 """Attacks on the dashboard's sessions and logins, as real HTTP requests to the dashboard served the
 way `ewi dashboard` serves it (a process of its own), against a real warehouse holding the session
-records. Expected values are worked by hand from the rules in docs/decisions.md (Dashboard)."""
+records: a freshly initialised one, before its first dbt build (the pages only need to let a user
+in or keep them out; `make mutation` runs these tests for every mutant, so they build nothing).
+Expected values are worked by hand from the rules in docs/decisions.md (Dashboard)."""
 
 from __future__ import annotations
 
@@ -9,17 +11,17 @@ import hashlib
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
+
+from tests.dashboard.helpers import access_log, serve, stop
 
 TEST_DB = "ewi_dashboard_security_test"
 SECRET = "security-test-secret-0123456789abcdef"
@@ -28,27 +30,19 @@ PASSWORDS = {"coord": "coord-pass-123", "audit": "audit-pass-123", "broken": "br
 MALFORMED_HASH = "scrypt$16384$8$1$c2FsdA==$"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def env(warehouse_ready, tmp_path_factory):
-    """A database of its own (migrated, so it has the session store), a users file, a Data Docs
-    page, and the environment the dashboard process reads."""
-    from ewi import migrate, warehouse
+    """A database of its own, initialised as `ewi` initialises one (so it has the session store), a
+    users file, a Data Docs page, and the environment the dashboard process reads."""
+    from ewi import warehouse, warehouse_init
 
+    saved_db = os.environ.get("EWI_WAREHOUSE_DB")
+    os.environ["EWI_WAREHOUSE_DB"] = TEST_DB
+    warehouse_init.init_warehouse()
     owner_dsn = warehouse.dsn(TEST_DB)
-    with psycopg.connect(owner_dsn, autocommit=True) as conn:
-        migrate.migrate(conn)
-        # the overview's one table, empty ("no data yet"): pages to be let into or kept out of
-        conn.execute("create table if not exists published.area_weekly_indicators (area_code text, "
-                     "area_name text, week_start date, indicator text)")
-        conn.execute("grant select on published.area_weekly_indicators to ewi_dashboard, ewi_auditor")
     users_path = tmp_path_factory.mktemp("security-users") / "users.json"
-    saved = {k: os.environ.get(k) for k in ("EWI_WAREHOUSE_DB", "EWI_DASHBOARD_USERS", "EWI_DASHBOARD_SECRET")}
+    saved = {k: os.environ.get(k) for k in ("EWI_DASHBOARD_USERS", "EWI_DASHBOARD_SECRET")}
+    saved["EWI_WAREHOUSE_DB"] = saved_db
     os.environ.update({"EWI_WAREHOUSE_DB": TEST_DB, "EWI_DASHBOARD_USERS": str(users_path),
                        "EWI_DASHBOARD_SECRET": SECRET})
     docs = Path(os.environ["EWI_HOME"]) / "gx" / "data_docs" / "security-test" / "page.html"
@@ -86,20 +80,10 @@ class Served:
 
 
 def _serve(tmp_path_factory, extra_env: dict[str, str]) -> tuple[subprocess.Popen, Served]:
-    port = _free_port()
     log = tmp_path_factory.mktemp("dashboard-log") / "stderr.txt"
     with open(log, "w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "ewi.cli", "dashboard", "--port", str(port)],
-                                stdout=subprocess.DEVNULL, stderr=err, env={**os.environ, **extra_env})
-    deadline = time.time() + 60
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert proc.poll() is None and time.time() < deadline, log.read_text()
-            time.sleep(0.2)
-    return proc, Served(f"http://127.0.0.1:{port}", log)
+        proc, url = serve({**os.environ, **extra_env}, err)
+    return proc, Served(url, log)
 
 
 @pytest.fixture(scope="module")
@@ -107,8 +91,7 @@ def server(env, tmp_path_factory):
     """`ewi dashboard` in a process of its own."""
     proc, served = _serve(tmp_path_factory, {})
     yield served
-    proc.terminate()
-    proc.wait(timeout=10)
+    stop(proc)
 
 
 def _client(server: Served) -> httpx.Client:
@@ -143,11 +126,6 @@ def _session_hash(cookie: str) -> bytes:
     session = json.loads(base64.b64decode(payload + "=" * (-len(payload) % 4)))
     assert "sid" in session, "the cookie names no session kept on the server"
     return hashlib.sha256(session["sid"].encode()).digest()
-
-
-def _access_log(dsn: str, action: str) -> list[dict]:
-    with psycopg.connect(dsn, row_factory=psycopg.rows.dict_row) as conn:
-        return conn.execute("select * from audit.access_log where action = %s order by id", (action,)).fetchall()
 
 
 # ---------------------------------------------------------------- sessions on the server
@@ -267,7 +245,7 @@ def test_wrong_passwords_for_one_user_are_throttled_with_growing_waits(server, e
     assert locked.status_code == 429 and 30 < int(locked.headers["Retry-After"]) <= 60
 
     # each lockout is in the server's log and the audit trail, the password in neither
-    lockouts = [e for e in _access_log(env["dsn"], "login_lockout") if e["username"] == "coord"]
+    lockouts = [e for e in access_log(env["dsn"], "login_lockout") if e["username"] == "coord"]
     assert [(e["detail"]["scope"], e["detail"]["seconds"]) for e in lockouts[-2:]] == [("user", 30), ("user", 60)]
     log = server.stderr()
     assert re.search(r"dashboard login locked for 30 s .*user coord", log)
@@ -329,7 +307,7 @@ def test_one_address_trying_many_usernames_is_throttled(server, env):
     answers = [_try_login(client, f"user{i}", "Summer2026!").status_code for i in range(24)]
     assert answers == [401] * 20 + [429] * 4
     assert _try_login(_client(server), "audit", PASSWORDS["audit"]).status_code == 429  # same address
-    entry = _access_log(env["dsn"], "login_lockout")[-1]
+    entry = access_log(env["dsn"], "login_lockout")[-1]
     assert (entry["username"], entry["detail"]["scope"], entry["detail"]["seconds"]) == ("(unknown)", "address", 30)
     assert "dashboard login locked for 30 s after repeated failures: address 127.0.0.1" in server.stderr()
     assert "user2" not in json.dumps(entry, default=str)
@@ -400,5 +378,4 @@ def test_https_dashboard_sends_hsts(env, tmp_path_factory):
             for path in ("/login", "/healthz", "/static/style.css", "/nowhere"):
                 assert client.get(path).headers.get("Strict-Transport-Security") == "max-age=31536000", path
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        stop(proc)
