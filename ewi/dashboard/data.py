@@ -132,15 +132,34 @@ def rolling_12(conn: psycopg.Connection, area_code: str) -> dict[tuple[str, date
 
 
 def alerts(conn: psycopg.Connection, area_code: str | None = None, week: date | None = None) -> list[dict]:
-    """Rows of published.area_alerts with is_alert true; empty while that table does not exist."""
+    """The alerts of the default method (published.area_alerts where is_alert and
+    is_default_method): what the dashboard calls "an alert" on every coordinator page, export and
+    chart. The other methods' verdicts are for the auditors' comparison (`method_alerts`). Empty
+    while that table does not exist."""
     if not built(conn, "area_alerts"):
         return []
-    where, params = _where("is_alert", ("area_code = %s", area_code), ("week_start = %s", week))
+    where, params = _where("is_alert and is_default_method", ("area_code = %s", area_code), ("week_start = %s", week))
     query = sql.SQL(
         "select area_code, week_start, indicator, method, observed, expected, upper_threshold, score, "
         "explanation_sv, explanation_en from published.area_alerts where {} order by week_start, area_code"
     ).format(where)
     return [floats(r) for r in conn.execute(query, params).fetchall()]
+
+
+def method_alerts(conn: psycopg.Connection, week: date) -> list[dict]:
+    """Every method's verdict of one week for each area and indicator that some method alerts,
+    with is_default_method: the auditors' comparison of the methods."""
+    if not built(conn, "area_alerts"):
+        return []
+    return [floats(r) for r in conn.execute(
+        "select a.area_code, a.area_name, a.indicator, a.method, a.is_default_method, a.is_alert, a.status, "
+        "a.observed, a.expected, a.upper_threshold, a.score, a.explanation_sv, a.explanation_en "
+        "from published.area_alerts a where a.week_start = %(week)s and exists ("
+        "  select 1 from published.area_alerts b where b.week_start = %(week)s and b.is_alert "
+        "  and b.area_code = a.area_code and b.indicator = a.indicator) "
+        "order by a.area_code, a.indicator, a.method",
+        {"week": week},
+    ).fetchall()]
 
 
 # ---------------------------------------------------------------- overview

@@ -87,6 +87,11 @@ TEXT = {
         "threshold": "Tröskel",
         "back": "Tillbaka",
         "lineage": "Härkomst",
+        "method_comparison": "Larmmetoder",
+        "method_comparison_legend": "Varje larmmetods bedömning av veckan, för de områden och indikatorer där någon "
+                                    "metod larmar. Översikten, områdessidorna, exporterna och diagrammen visar bara "
+                                    "standardmetodens larm ({method}, märkt *).",
+        "no_alerts": "Ingen metod larmar denna vecka.",
         "lineage_graph": "Från leveranser genom dbt-modellerna till instrumentpanelerna",
         "no_manifest": "Ingen dbt-manifest.json hittades i {path}. Skapa den efter en körning med "
                        "`python -c \"from ewi import transform; transform.docs()\"` (eller `make demo`).",
@@ -185,6 +190,11 @@ TEXT = {
         "threshold": "Threshold",
         "back": "Back",
         "lineage": "Lineage",
+        "method_comparison": "Alert methods",
+        "method_comparison_legend": "Each alert method's verdict of the week, for the areas and indicators where "
+                                    "some method alerts. The overview, the area pages, the exports and the charts "
+                                    "show the default method's alerts only ({method}, marked *).",
+        "no_alerts": "No method alerts this week.",
         "lineage_graph": "From deliveries through the dbt models to the dashboards",
         "no_manifest": "No dbt manifest.json found in {path}. Generate it after a build with "
                        "`python -c \"from ewi import transform; transform.docs()\"` (or `make demo`).",

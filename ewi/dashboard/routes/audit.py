@@ -1,5 +1,5 @@
 """The auditors' pages: every delivery and its checks (with GX Data Docs), the dbt builds, the
-lineage graph and the provenance of a published figure."""
+lineage graph, the provenance of a published figure and the alert methods compared."""
 
 from __future__ import annotations
 
@@ -100,6 +100,20 @@ def audit_provenance(user: AuditorUser, request: Request, indicator: str = "", w
         found = audit_data.provenance(conn, indicator, week_start)
     return page(request, "provenance.html", lang, user, indicator=indicator, week=week_start,
                 area=area or None, cell=cell, **found)
+
+
+@router.get("/methods", response_class=HTMLResponse)
+def audit_methods(user: AuditorUser, request: Request, week: str = ""):
+    """Every alert method's verdicts of a week side by side; the coordinators see the default one's."""
+    lang = lang_of(request)
+    with data.connect(data.AUDITOR_ROLE) as conn:
+        week_start = week_param(week) if week else data.latest_complete_week(conn)
+        found = data.method_alerts(conn, week_start) if week_start else []
+    pairs = list(dict.fromkeys((a["area_code"], a["area_name"], a["indicator"]) for a in found))
+    return page(request, "methods.html", lang, user, week=week_start, pairs=pairs,
+                methods=sorted({a["method"] for a in found}),
+                default_method=next((a["method"] for a in found if a["is_default_method"]), None),
+                cells={(a["area_code"], a["indicator"], a["method"]): a for a in found})
 
 
 @router.get("/docs/{path:path}")
