@@ -9,9 +9,9 @@
 -- week they saw (signals.signal_states.closed_through): the next alert opens a new signal, even within
 -- the gap. The key names the method, area, indicator and first alert week, so it stays the same from
 -- build to build and the states people set (read here, never written) follow their signal.
--- Disclosure: no count is published here. The peak score and the explanation are taken from the
--- published rows of area_alerts (a withheld score stays withheld), and alert_weeks counts published
--- alert flags; ewi/disclosure checks that every figure matches a published one.
+-- Disclosure: no count is published here, not even of weeks. The peak score and the explanation are
+-- taken from the published rows of area_alerts (a withheld score stays withheld), the weeks from its
+-- published alert flags; ewi/disclosure checks them against those rows.
 {%- set gap = var('signal_gap_weeks', 2) | int %}
 with alerts as (
     select area_code, area_name, indicator, method, week_start, iso_week, score, explanation_sv, explanation_en
@@ -87,7 +87,6 @@ signals as (
         max(week_start) as last_alert_week_start,
         (array_agg(iso_week order by week_start))[1] as first_week,
         (array_agg(iso_week order by week_start desc))[1] as last_alert_week,
-        count(*) as alert_weeks,
         max(score) as peak_score,
         (array_agg(iso_week order by score desc nulls last, week_start))[1] as peak_week,
         (array_agg(explanation_sv order by week_start desc))[1] as latest_sv,
@@ -106,18 +105,15 @@ select
     g.last_alert_week::text as last_alert_week,
     g.first_week_start::date as first_week_start,
     g.last_alert_week_start::date as last_alert_week_start,
-    g.alert_weeks::integer as alert_weeks,
     g.peak_score::numeric(10, 2) as peak_score,
     (case when g.peak_score is null then null else g.peak_week end)::text as peak_week,
-    (case when g.alert_weeks = 1 then format('Larm vecka %s. %s', g.first_week, g.latest_sv)
-          else format('Larm %s av %s veckor, %s–%s. Senaste larmveckan: %s', g.alert_weeks,
-                      (g.last_alert_week_start - g.first_week_start) / 7 + 1, g.first_week,
-                      g.last_alert_week, g.latest_sv)
+    (case when g.first_week = g.last_alert_week then format('Larm vecka %s. %s', g.first_week, g.latest_sv)
+          else format('Larm från vecka %s till %s. Senaste larmveckan: %s', g.first_week, g.last_alert_week,
+                      g.latest_sv)
      end)::text as explanation_sv,
-    (case when g.alert_weeks = 1 then format('Alert in week %s. %s', g.first_week, g.latest_en)
-          else format('Alerts in %s of %s weeks, %s to %s. Latest alert week: %s', g.alert_weeks,
-                      (g.last_alert_week_start - g.first_week_start) / 7 + 1, g.first_week,
-                      g.last_alert_week, g.latest_en)
+    (case when g.first_week = g.last_alert_week then format('Alert in week %s. %s', g.first_week, g.latest_en)
+          else format('Alerts from week %s to %s. Latest alert week: %s', g.first_week, g.last_alert_week,
+                      g.latest_en)
      end)::text as explanation_en,
     coalesce(s.state, 'new')::text as state,
     s.acknowledged_by::text as acknowledged_by,
