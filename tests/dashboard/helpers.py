@@ -11,6 +11,7 @@ from datetime import date
 from html.parser import HTMLParser
 from pathlib import Path
 
+import httpx
 import psycopg
 import psycopg.rows
 
@@ -138,20 +139,25 @@ def free_port() -> int:
 
 
 def serve(env: dict, stderr) -> tuple[subprocess.Popen, str]:
-    """`ewi dashboard` in a process of its own; returns it and its URL once it accepts connections."""
+    """`ewi dashboard` in a process of its own; returns it and its URL once its health check answers."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "ewi.cli", "dashboard", "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=stderr, env=env, text=True)
     line = proc.stdout.readline()  # it says where it serves before it starts (nothing else is printed)
-    assert line.strip() == f"Dashboard: http://127.0.0.1:{port}/", line
+    url = f"http://127.0.0.1:{port}"
+    assert line.strip() == f"Dashboard: {url}/", line
     deadline = time.time() + 60
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return proc, f"http://127.0.0.1:{port}"
-        except OSError:
-            assert proc.poll() is None and time.time() < deadline, "the dashboard did not start"
-            time.sleep(0.2)
+    while not _healthy(url):
+        assert proc.poll() is None and time.time() < deadline, "the dashboard did not start"
+        time.sleep(0.2)
+    return proc, url
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 def stop(proc: subprocess.Popen) -> None:
