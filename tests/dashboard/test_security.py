@@ -224,6 +224,12 @@ def test_sessions_end_after_8_idle_hours_on_the_server(server, env):
     assert client.get("/").status_code == 303
 
 
+def test_before_the_first_build_the_overview_says_nothing_is_published_yet(server):
+    # this warehouse was initialised and never built: no mart exists, and that is no error
+    page = _login(server, "coord").get("/?lang=en")
+    assert page.status_code == 200 and "No published data yet." in page.text
+
+
 # ---------------------------------------------------------------- logins
 
 
