@@ -124,6 +124,9 @@ FORMS = [
     pytest.param("121212-X212", id="interim-letter-x"),
     pytest.param("arende1212121212", id="after-a-word-ending-in-hex-letters"),
     pytest.param("Xaaaaaaaaaaaaaaaaaaaaa1212121212", id="31-hex-characters-are-not-a-hash"),
+    pytest.param("121212 1212" + "abcdef" * 4, id="a-serial-in-28-hex-characters"),
+    pytest.param("121212\u00ad1212", id="soft-hyphen"),
+    pytest.param("121212\u200b1212", id="zero-width-space"),
 ]
 
 
@@ -270,6 +273,7 @@ def test_a_column_named_like_an_identifier_in_any_case_is_rejected(conn, tmp_pat
 @pytest.mark.parametrize("value", FORMS)
 def test_the_detector_finds_every_form(value):
     assert contains_identity_number(f"x,{value},y")
+    assert contains_identity_number(value)  # at the very start of a text, nothing in front
 
 
 @pytest.mark.parametrize("value", [
@@ -285,6 +289,9 @@ def test_the_detector_finds_every_form(value):
     pytest.param("school_absence_2026-W47_20261123T0612.csv", id="delivery-file-name"),
     pytest.param("2026-W10,12345678,1370,216,2081C1070,2011", id="a-school-row"),
     pytest.param("a" * 22 + "1212121212", id="in-a-32-hex-run"),
+    pytest.param("121212 1212" + "a" * 28, id="serial-in-a-32-hex-run"),
+    pytest.param("a" * 26 + "121212 1212", id="head-in-a-32-hex-run"),
+    pytest.param("ab121212-1212-4abc-8def-abcdefabcdef", id="in-a-uuids-first-groups"),
 ])
 def test_the_detector_leaves_codes_alone(value):
     assert not contains_identity_number(value)
