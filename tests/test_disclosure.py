@@ -230,3 +230,74 @@ def test_a_leaking_build_fails_the_audit_and_publishes_nothing(built, tmp_path, 
         recorded = conn.execute("select status, failures from audit.dbt_test_results where run_id = %s "
                                 "and test_name = 'disclosure_audit'", (summary["run_id"],)).fetchone()
     assert recorded[0] == "fail" and recorded[1] > 0
+
+
+def _project_copy(tmp_path, edit) -> object:
+    from ewi import config
+
+    project = tmp_path / "dbt_project"
+    shutil.copytree(config.DBT_PROJECT_DIR, project, ignore=shutil.ignore_patterns("target", "logs"))
+    settings = project / "dbt_project.yml"
+    text = settings.read_text(encoding="utf-8")
+    changed = edit(text.replace("  disclosure_method: suppression\n", "  disclosure_method: cell_key\n"))
+    assert changed != text
+    settings.write_text(changed, encoding="utf-8")
+    return project
+
+
+def _published_small_cell_by_hand(true: int, cell_key: float) -> int:
+    """The documented table (dbt_project.yml, cell_key_ptable) for 1-4: 5 when the key is at least
+    1 - value/5 (so with probability value/5: unbiased), else 0."""
+    return 5 if cell_key >= 1 - true / 5 else 0
+
+
+def test_the_cell_key_method_perturbs_every_count_and_passes_its_audit(built, tmp_path, monkeypatch):
+    """disclosure_method cell_key: nothing suppressed, no count of 1-4 published, and each referral
+    cell of 1-4 published as the table says for its cell key, computed here from the persons' record
+    keys (md5 of salt and pseudonym, as documented); the build's audit is the Cell Key Method's."""
+    import hashlib
+
+    from ewi import config, transform
+
+    monkeypatch.setattr(config, "DBT_PROJECT_DIR", _project_copy(tmp_path, lambda t: t))
+    summary = transform.build()
+    assert summary["success"] and summary["published"], summary["failures"]
+    with psycopg.connect(built["dsn"], autocommit=True) as conn:
+        assert conn.execute("select status from audit.dbt_test_results where run_id = %s "
+                            "and test_name = 'disclosure_audit'", (summary["run_id"],)).fetchone() == ("pass",)
+        assert conn.execute("""select count(*) filter (where is_suppressed or numerator is null),
+                                      count(*) filter (where numerator between 1 and 4)
+                               from published.area_weekly_indicators""").fetchone() == (0, 0)
+        published = {(a, w): n for a, w, n in conn.execute(
+            "select area_code, week_start, numerator from published.area_weekly_indicators "
+            "where indicator = 'referrals'").fetchall()}
+        keys: dict[tuple, float] = defaultdict(float)
+        counts: dict[tuple, int] = defaultdict(int)
+        for area, week, pseudonym in conn.execute(
+                "select referral_area_code, week_start, person_pseudonym from intermediate.int_person_signal_weeks "
+                "where has_referral").fetchall():
+            digest = hashlib.md5(("ewi-cell-key" + pseudonym).encode()).hexdigest()  # noqa: S324 - a key, not a secret
+            keys[(area, week)] += int(digest[:8], 16) / 2**32
+            counts[(area, week)] += 1
+    small = [cell for cell, n in counts.items() if 1 <= n <= 4]
+    assert len(small) > 20
+    fives = 0
+    for cell in small:
+        expected = _published_small_cell_by_hand(counts[cell], keys[cell] % 1)
+        assert published[cell] == expected, cell
+        fives += expected == 5
+    assert 0 < fives < len(small)
+
+
+def test_a_biased_perturbation_table_fails_the_cell_key_audit(built, tmp_path, monkeypatch):
+    from ewi import config, transform
+
+    project = _project_copy(tmp_path, lambda t: t.replace("    - [7, 0.95, 1.0, 2]\n", "    - [7, 0.95, 1.0, 3]\n"))
+    monkeypatch.setattr(config, "DBT_PROJECT_DIR", project)
+    with psycopg.connect(built["dsn"], autocommit=True) as conn:
+        before = conn.execute("select * from published.area_weekly_indicators order by 1, 3, 5").fetchall()
+        summary = transform.build()
+        assert not summary["success"] and not summary["published"]
+        assert [f["node"] for f in summary["failures"]] == ["test.ewi.disclosure_audit"]
+        assert "value 7: noise has mean 0.05, not 0" in summary["failures"][0]["message"]
+        assert conn.execute("select * from published.area_weekly_indicators order by 1, 3, 5").fetchall() == before

@@ -1,3 +1,5 @@
+{{ config(enabled=var("disclosure_method", "suppression") != "cell_key") }}
+-- (With the Cell Key Method nothing is suppressed and totals are perturbed cells of their own.)
 -- Secondary suppression: where the municipality total of a week and indicator is published, the
 -- suppressed areas must not be recoverable from it: not a single suppressed area, and the
 -- suppressed areas together (total minus published areas) not between 1 and 4.

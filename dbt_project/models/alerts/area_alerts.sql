@@ -46,7 +46,13 @@ with suppressed_cells as (
         sum(is_suppressed::integer) over (
             partition by area_code, indicator order by week_start rows unbounded preceding
         ) as suppressed_so_far
+    {%- if cell_key_method() %}
+    -- Cell Key Method: the weekly cells are perturbed, not suppressed; an exact figure built from a
+    -- cell of 1-4 would give back what the perturbation hides, so those cells count here.
+    from (select *, numerator between 1 and {{ m - 1 }} as is_suppressed from {{ ref('int_area_weekly_counts') }}) as c
+    {%- else %}
     from {{ ref('area_weekly_indicators') }}
+    {%- endif %}
 ),
 
 withheld as (
