@@ -133,11 +133,11 @@ def cmd_transform(args: argparse.Namespace) -> int:
 def cmd_disclosure_audit(args: argparse.Namespace) -> int:
     """The disclosure audit of what `published` holds now (the gated build runs it before publishing)."""
     from ewi import warehouse, warehouse_init
-    from ewi.disclosure.audit import AUDITED, audit
+    from ewi.disclosure.audit import AUDITED, FROM_PUBLISHED, audit_by_method
 
     warehouse_init.init_warehouse()
     with warehouse.connect(autocommit=True) as conn:
-        result = audit(conn, dict.fromkeys(AUDITED, "published"))
+        result = audit_by_method(conn, dict.fromkeys(AUDITED + FROM_PUBLISHED, "published"))
     if args.json:
         _print_json({"passed": result.passed, "message": result.message(), "stats": result.stats})
     else:
