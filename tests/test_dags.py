@@ -237,6 +237,21 @@ def test_tasks_declare_warehouse_tables_for_lineage(dagbag):
     assert "ewi.published.area_alerts" in names(refresh.inlets)
 
 
+def _published_models() -> set[str]:
+    """The models the dbt project builds into the marts schema (which a build moves into
+    `published`): every model under models/marts/, and any elsewhere that sets that schema itself."""
+    models = config.DBT_PROJECT_DIR / "models"
+    marts = {p.stem for p in (models / "marts").rglob("*.sql")}
+    inline = {p.stem for p in models.rglob("*.sql") if "var('marts_schema'" in p.read_text(encoding="utf-8")}
+    return marts | inline
+
+
+def test_lineage_names_every_published_mart():
+    from ewi.orchestration import lineage
+
+    assert {t.removeprefix("published.") for t in lineage.PUBLISHED_TABLES} == _published_models()
+
+
 def _names(chunks):
     return [[Path(p).name for p in chunk] for chunk in chunks]
 

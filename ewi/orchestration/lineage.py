@@ -12,7 +12,8 @@ import os
 from ewi import config
 from ewi.sources import SOURCES
 
-MART_TABLES = ("area_weekly_indicators", "area_trends", "municipality_weekly", "load_status", "area_alerts")
+MART_TABLES = ("area_weekly_indicators", "area_trends", "municipality_weekly", "load_status", "area_alerts",
+               "area_signals")
 RAW_TABLES = tuple(source.raw_table for source in SOURCES.values())
 PUBLISHED_TABLES = tuple(f"published.{m}" for m in MART_TABLES)
 
