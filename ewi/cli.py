@@ -88,7 +88,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_quarantine(args: argparse.Namespace) -> int:
-    from ewi import quarantine, warehouse_init
+    from ewi import warehouse_init
+    from ewi.ingest import quarantine
 
     warehouse_init.init_warehouse()
     if args.action == "list":

@@ -213,12 +213,13 @@ def test_a_correction_undone_by_a_late_original_is_taken_again_when_delivered_ag
     switched off, as the race had it). The correction delivered again must repair that, not be
     answered `duplicate`; delivered a third time, it is a duplicate of the repair."""
     from ewi import ingest
+    from ewi.ingest import publish
 
     period = "2025-W13"
     original, correction = _original_and_correction(tmp_path, "contacts", period)
     [first] = ingest.ingest_files([correction], docs_index=False)
     with monkeypatch.context() as patched:
-        patched.setattr(ingest, "later_delivery_published", lambda *args: False)
+        patched.setattr(publish, "later_delivery_published", lambda *args: False)
         [late] = ingest.ingest_files([original], docs_index=False)
     assert (first.status, late.status) == ("published", "published")
     assert conn.execute("select superseded_by from audit.batches where batch_id = %s",

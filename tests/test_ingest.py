@@ -511,7 +511,7 @@ def test_volume_drop(conn, tmp_path):
 # --- quarantine release ------------------------------------------------------------------------
 
 def test_release_republishes_after_the_reference_table_is_fixed(conn, tmp_path):
-    from ewi import quarantine
+    from ewi.ingest import quarantine
 
     period = new_period()
     rows = extracts.rows_for("contacts", period)
@@ -539,7 +539,7 @@ def test_release_republishes_after_the_reference_table_is_fixed(conn, tmp_path):
 def test_a_released_school_week_becomes_its_partition_with_the_constraints_a_typed_load_has(conn, tmp_path):
     """A release restores the rows as text; attaching then adds the NOT NULLs, the period check and
     the batch id that a first, typed load brings with it."""
-    from ewi import quarantine
+    from ewi.ingest import quarantine
 
     period = new_period()
     rows = extracts.rows_for("school_absence", period)
@@ -565,7 +565,7 @@ def test_releasing_a_quarantined_original_after_its_correction_was_published_cha
     """The original (delivered first) is held for an area missing from the register; its correction
     is published; then the area is added and the original released. The release must refuse: a
     correction is never undone by its original, even when the original would now pass the gate."""
-    from ewi import quarantine
+    from ewi.ingest import quarantine
 
     period = new_period()
     rows = extracts.rows_for("contacts", period)
@@ -621,12 +621,12 @@ def test_a_retry_after_a_crash_resumes_the_pending_batch_without_doubling(conn, 
     path = extracts.write(tmp_path, "referrals", period)
     # Simulate a crash after the pending rows were written: run the write step, then stop.
     from ewi import warehouse
-    from ewi.ingest import _register_pending, _write_pending
+    from ewi.ingest import pending
 
     inspection = reading.inspect(path)
     with psycopg.connect(warehouse.dsn()) as c:
-        _register_pending(c, inspection, "crashedbatch" + period.replace("-", ""), resume=False)
-        _write_pending(c, inspection, "crashedbatch" + period.replace("-", ""))
+        pending.register(c, inspection, "crashedbatch" + period.replace("-", ""), resume=False)
+        pending.write(c, inspection, "crashedbatch" + period.replace("-", ""))
     result = ingest_one(path)
     assert result.status == "published"
     assert result.batch_id == "crashedbatch" + period.replace("-", "")

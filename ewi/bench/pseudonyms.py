@@ -25,21 +25,15 @@ def _timed(fn) -> tuple[float, object]:
 
 
 def _measure(conn, path: Path) -> dict:
-    from ewi.ingest import (
-        _delete_pending,
-        _new_batch_id,
-        _pending_table,
-        _register_pending,
-        _write_pending,
-        pseudonyms,
-    )
+    from ewi.ingest import pending, pseudonyms
+    from ewi.ingest.flow import new_batch_id
     from ewi.ingest.reading import inspect
 
     inspection = inspect(path)
-    batch_id = _new_batch_id()
-    _register_pending(conn, inspection, batch_id, resume=False)
-    rows = _write_pending(conn, inspection, batch_id)
-    table = _pending_table(inspection.delivery.source, batch_id)
+    batch_id = new_batch_id()
+    pending.register(conn, inspection, batch_id, resume=False)
+    rows = pending.write(conn, inspection, batch_id)
+    table = pending.table(inspection.delivery.source, batch_id)
     result: dict = {"file": inspection.delivery.source.name, "rows": rows}
     try:
         sample = pseudonyms.sample(conn, table, rows)
@@ -64,7 +58,7 @@ def _measure(conn, path: Path) -> dict:
                              "sample_s": round(sample_runs[best], 3), "hash_and_lookup_s": round(lookup_runs[best], 3),
                              "runs_s": [round(s + h, 3) for s, h in zip(sample_runs, lookup_runs, strict=True)]}
     finally:
-        _delete_pending(conn, inspection.delivery.source, batch_id)
+        pending.drop(conn, inspection.delivery.source, batch_id)
         conn.execute("delete from audit.batches where batch_id = %s", (batch_id,))
         conn.commit()
     return result

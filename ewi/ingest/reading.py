@@ -52,17 +52,26 @@ class Rejection(Exception):
 
 
 @dataclass
-class Inspection:
+class DeliveredFile:
+    """A delivered file on its way through the gate. Its name is parsed once, when it arrives
+    (`arrived`); reading it adds its fingerprint and dialect, and the same object then flows on to
+    the write, the audit and the decision."""
     path: Path
-    file_name: str
-    size: int
-    sha256: str
-    delivery: Delivery | None = None
+    file_name: str  # as it may be recorded (safe_file_name)
+    delivery: Delivery | None  # None: the name is not the contract's
+    size: int | None = None
+    sha256: str | None = None
     encoding: str | None = None  # postgres COPY encoding name: UTF8 or WIN1252
     delimiter: str | None = None
     header: list[str] = field(default_factory=list)
     rows: int | None = None
     ends_with_newline: bool = True
+
+
+def arrived(path: Path | str) -> DeliveredFile:
+    """A file as it arrives: its name recorded safely and parsed, nothing of it read yet."""
+    path = Path(path)
+    return DeliveredFile(path=path, file_name=safe_file_name(path.name), delivery=parse_file_name(path.name))
 
 
 #: What a path that is not a regular file is, as a reason names it (never its target or content).
@@ -98,15 +107,17 @@ def open_regular(path: Path):
     return fh
 
 
-def fingerprint(path: Path) -> tuple[int, str]:
-    """(size, sha256) of a regular file, read in blocks. Raises Rejection for anything else."""
+def fingerprint(file: DeliveredFile) -> DeliveredFile:
+    """The file's size and sha256, read in blocks. Raises Rejection for anything but a regular file
+    (then neither is set)."""
     digest = hashlib.sha256()
     size = 0
-    with open_regular(path) as fh:
+    with open_regular(file.path) as fh:
         while chunk := fh.read(CHUNK):
             digest.update(chunk)
             size += len(chunk)
-    return size, digest.hexdigest()
+    file.size, file.sha256 = size, digest.hexdigest()
+    return file
 
 
 def safe_file_name(name: str) -> str:
@@ -199,8 +210,8 @@ def _sniff_delimiter(first_line: str) -> str:
     return dialect.delimiter
 
 
-def check_manifest(inspection: Inspection) -> None:
-    manifest_path = inspection.path.with_name(inspection.path.name + ".manifest.json")
+def check_manifest(file: DeliveredFile) -> None:
+    manifest_path = file.path.with_name(file.path.name + ".manifest.json")
     if not os.path.lexists(manifest_path):
         return
     try:
@@ -223,31 +234,33 @@ def check_manifest(inspection: Inspection) -> None:
         declared_sha = str(manifest["sha256"]).lower()
     except (ValueError, KeyError, TypeError, UnicodeDecodeError):
         raise Rejection("manifest", "the manifest sidecar is not valid JSON with row_count and sha256") from None
-    delivery = inspection.delivery
+    delivery = file.delivery
     if delivery and (manifest.get("source") != delivery.source.name or manifest.get("period") != delivery.period):
         raise Rejection("manifest", "the manifest names another source or period than the file name")
-    if declared_sha != inspection.sha256:
+    if declared_sha != file.sha256:
         raise Rejection("checksum", "sha256 differs from the manifest: corrupted or truncated delivery")
-    if inspection.rows is not None and declared_rows != inspection.rows:
+    if file.rows is not None and declared_rows != file.rows:
         raise Rejection(
             "truncated",
-            f"{inspection.rows} data rows but the manifest declares {declared_rows}",
+            f"{file.rows} data rows but the manifest declares {declared_rows}",
         )
 
 
-def inspect(path: Path, known: tuple[int, str] | None = None) -> Inspection:
-    """Everything that can be said about a file without loading it. Raises Rejection.
-    `known`: the (size, sha256) the caller already computed."""
-    size, sha = known or fingerprint(path)
-    result = Inspection(path=path, file_name=safe_file_name(path.name), size=size, sha256=sha)
-    result.delivery = parse_file_name(path.name)
-    if result.delivery is None:
+def inspect(path: Path | str) -> DeliveredFile:
+    """Everything that can be said about a file at `path` without loading it. Raises Rejection."""
+    return read(fingerprint(arrived(path)))
+
+
+def read(file: DeliveredFile) -> DeliveredFile:
+    """Read a fingerprinted file as the contract: its encoding, dialect, header, row count and
+    manifest, all without loading it. Raises Rejection."""
+    if file.delivery is None:
         raise Rejection("file_name", "name is not {source}_{YYYY-Www}_{YYYYMMDDTHHMM}.csv for a known source")
-    if size == 0:
+    if file.size == 0:
         raise Rejection("empty", "the file is empty")
-    with open_regular(path) as fh:
+    with open_regular(file.path) as fh:
         head = fh.read(CHUNK)
-    codec, copy_encoding, newlines, ends_nl, first_line = _decide_encoding(path, head)
+    codec, copy_encoding, newlines, ends_nl, first_line = _decide_encoding(file.path, head)
     first_line = first_line.rstrip("\r")
     delimiter = _sniff_delimiter(first_line)
     is_ascii = first_line.isascii() and head.isascii()
@@ -262,12 +275,12 @@ def inspect(path: Path, known: tuple[int, str] | None = None) -> Inspection:
         header = [h.strip() for h in next(csv.reader([first_line], delimiter=delimiter))]
     except csv.Error:  # e.g. a carriage return inside the line; the message is not passed on
         raise Rejection("dialect", "the header row is not a CSV row") from None
-    result.encoding, result.delimiter, result.header = copy_encoding, delimiter, header
-    result.ends_with_newline = ends_nl
-    result.rows = max(newlines - 1, 0) + (0 if ends_nl else 1) if newlines else 0
-    check_header(result)
-    check_manifest(result)
-    return result
+    file.encoding, file.delimiter, file.header = copy_encoding, delimiter, header
+    file.ends_with_newline = ends_nl
+    file.rows = max(newlines - 1, 0) + (0 if ends_nl else 1) if newlines else 0
+    check_header(file)
+    check_manifest(file)
+    return file
 
 
 def _positions(header: list[str], wanted) -> str:
@@ -277,12 +290,12 @@ def _positions(header: list[str], wanted) -> str:
     return ", ".join(positions[:20]) + (", …" if len(positions) > 20 else "")
 
 
-def check_header(inspection: Inspection) -> None:
+def check_header(file: DeliveredFile) -> None:
     """The header against the contract. A reason names the contract's columns that are missing and
     counts and places the file's own: a header field may be anything, a pseudonym or a name when
     the header row is missing, so it is never quoted."""
-    source = inspection.delivery.source
-    header = inspection.header
+    source = file.delivery.source
+    header = file.header
     expected = set(source.column_names)
     identifying = [h for h in header if IDENTIFIER_COLUMN_RE.search(h) and h not in expected]
     if identifying:

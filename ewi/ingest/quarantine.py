@@ -9,19 +9,11 @@ from pathlib import Path
 from psycopg import sql
 
 from ewi import locks, warehouse
-from ewi.ingest import (
-    IngestResult,
-    _delete_pending,
-    _pending_table,
-    _record_rejection,
-    audit_and_decide,
-    create_pending_table,
-    later_delivery_published,
-    quiet_server_log,
-    type_columns_that_parse,
-)
+from ewi.ingest import pending
+from ewi.ingest.decide import IngestResult, audit_and_decide, record_rejection
 from ewi.ingest.pseudonyms import check_pending
-from ewi.ingest.reading import Rejection
+from ewi.ingest.publish import later_delivery_published
+from ewi.ingest.reading import DeliveredFile, Rejection
 from ewi.sources import SOURCES, parse_file_name
 
 
@@ -40,15 +32,15 @@ def _restore_pending(conn, source, batch_id: str) -> int:
     delivery's would be: every integer column whose values all parse, so the gate names the rest."""
     cols = sql.SQL(", ").join(sql.Identifier(c) for c in source.pending_columns)
     with conn.transaction():
-        quiet_server_log(conn)
-        _delete_pending(conn, source, batch_id)
-        create_pending_table(conn, source, batch_id, typed=False)
+        pending.quiet_server_log(conn)
+        pending.drop(conn, source, batch_id)
+        pending.create(conn, source, batch_id, typed=False)
         rows = conn.execute(
             sql.SQL("insert into {p} ({c}) select {c} from {q} where batch_id = %s").format(
-                p=_pending_table(source, batch_id), q=sql.Identifier("quarantine", source.name), c=cols),
+                p=pending.table(source, batch_id), q=sql.Identifier("quarantine", source.name), c=cols),
             (batch_id,),
         ).rowcount
-        type_columns_that_parse(conn, source, batch_id)
+        pending.type_columns_that_parse(conn, source, batch_id)
     return rows
 
 
@@ -68,7 +60,8 @@ def release(batch_id: str, reason: str) -> IngestResult:
             return IngestResult(file=row[2] if row else "", batch_id=batch_id, status=row[3] if row else "unknown",
                                 reason="not a quarantined batch")
         source = SOURCES[row[0]]
-        delivery = parse_file_name(row[2])
+        # the recorded name, already safe to record, parsed once as an arriving file's is
+        file = DeliveredFile(path=Path(row[2]), file_name=row[2], delivery=parse_file_name(row[2]))
         result = IngestResult(file=row[2], source=source.name, period=row[1], batch_id=batch_id)
         if later_delivery_published(conn, source.name, row[1], row[4]):
             result.status, result.reason = "quarantined", "stale: a later delivery for this period is published"
@@ -87,10 +80,10 @@ def release(batch_id: str, reason: str) -> IngestResult:
         conn.commit()  # the batch is pending again, out of quarantine, before it is checked
         try:
             # A batch quarantined before the check existed may hold unkeyed hashes: never published.
-            check_pending(conn, _pending_table(source, batch_id), rows)
+            check_pending(conn, pending.table(source, batch_id), rows)
         except Rejection as rejection:
-            return _record_rejection(conn, result, Path(row[2]), None, None, batch_id, rejection, resume=True)
-        audit_and_decide(conn, delivery, batch_id, rows, result)
+            return record_rejection(conn, result, file, batch_id, rejection, resume=True)
+        audit_and_decide(conn, file.delivery, batch_id, rows, result)
         if result.status == "published":
             result.reason = f"released from quarantine: {reason}"
             conn.execute("update audit.batches set reason = %s where batch_id = %s",
