@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from statistics import median
 
 from ewi import config, expectations, warehouse
-from ewi.sources import Delivery, Source
+from ewi.sources import SOURCES, Delivery, Source
 
 log = logging.getLogger(__name__)
 
@@ -138,10 +138,8 @@ def _gx_context(lane: str = "content"):
                                    "validation_results_limit": DOCS_INDEX_LIMIT},
         },
     )
-    for source_name in ("school_absence", "referrals", "contacts"):
-        from ewi.sources import SOURCES
-
-        suite_json = expectations.load_suite(SOURCES[source_name])
+    for source in SOURCES.values():
+        suite_json = expectations.load_suite(source)
         suite = gx.ExpectationSuite(**suite_json)
         if len(suite.expectations) != len(suite_json["expectations"]):
             raise RuntimeError(f"GX refused part of suite {suite_json['name']}")
