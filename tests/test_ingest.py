@@ -20,6 +20,7 @@ from ewi.sources import SOURCES, iso_week_of
 from tests import extracts
 
 RAW_TABLES = ("raw.school_absence", "raw.referrals", "raw.contacts")
+WAREHOUSE_DB = "ewi_ingest_tests"
 _weeks = itertools.count()
 
 
@@ -29,16 +30,8 @@ def new_period() -> str:
 
 
 @pytest.fixture(scope="module")
-def conn(ewi_home):
-    from ewi import warehouse, warehouse_init
-
-    os.environ["EWI_WAREHOUSE_DB"] = "ewi_ingest_tests"
-    try:
-        warehouse_init.init_warehouse()
-        with psycopg.connect(warehouse.dsn(), autocommit=True) as c:
-            yield c
-    finally:
-        os.environ.pop("EWI_WAREHOUSE_DB", None)
+def conn(module_db):
+    return module_db
 
 
 def snapshot(conn) -> dict:
@@ -102,6 +95,16 @@ def assert_quarantined(conn, path, expectation_fragment):
                         (result.batch_id,)).fetchone()[0] >= 1
     assert snapshot(conn) == before
     return result
+
+
+def assert_row_quarantined(conn, tmp_path, source, index, expectation_fragment, **cells):
+    """A fresh week of `source` whose row `index` holds `cells` is quarantined, its reason naming
+    `expectation_fragment`. Returns the result and the row as delivered."""
+    period = new_period()
+    rows = extracts.rows_for(source, period)
+    rows[index].update(cells)
+    return assert_quarantined(conn, extracts.write(tmp_path, source, period, rows=rows),
+                              expectation_fragment), rows[index]
 
 
 # --- happy paths -------------------------------------------------------------------------------
@@ -391,53 +394,35 @@ def test_key_already_published_in_another_batch(conn, tmp_path):
 
 
 def test_unknown_area_code(conn, tmp_path):
-    period = new_period()
-    rows = extracts.rows_for("contacts", period)
-    rows[0]["home_area_code"] = "2081C9990"
-    assert_quarantined(conn, extracts.write(tmp_path, "contacts", period, rows=rows), "area register")
+    assert_row_quarantined(conn, tmp_path, "contacts", 0, "area register", home_area_code="2081C9990")
 
 
 def test_dates_outside_the_period(conn, tmp_path):
-    period = new_period()
-    rows = extracts.rows_for("referrals", period)
-    rows[2]["received_date"] = "2019-01-01"
-    assert_quarantined(conn, extracts.write(tmp_path, "referrals", period, rows=rows), "inside the delivery's ISO week")
+    assert_row_quarantined(conn, tmp_path, "referrals", 2, "inside the delivery's ISO week", received_date="2019-01-01")
 
 
 def test_iso_week_other_than_the_file_period(conn, tmp_path, ewi_home):
-    period = new_period()
-    rows = extracts.rows_for("school_absence", period)
-    rows[2]["iso_week"] = "2019-W01"
-    assert_quarantined(conn, extracts.write(tmp_path, "school_absence", period, rows=rows),
-                       "inside the delivery's ISO week")
+    _, row = assert_row_quarantined(conn, tmp_path, "school_absence", 2, "inside the delivery's ISO week",
+                                    iso_week="2019-W01")
     # The typed load's period check refused the row, quoting it whole: not in the server's log.
     server_log = ewi_home / "warehouse" / "log"
     if server_log.exists():
-        assert rows[2]["person_pseudonym"] not in server_log.read_text(errors="replace")
+        assert row["person_pseudonym"] not in server_log.read_text(errors="replace")
 
 
 def test_negative_minutes(conn, tmp_path):
-    period = new_period()
-    rows = extracts.rows_for("school_absence", period)
-    rows[1]["valid_absence_minutes"] = "-30"
-    assert_quarantined(conn, extracts.write(tmp_path, "school_absence", period, rows=rows),
-                       "valid_absence_minutes between 0")
+    assert_row_quarantined(conn, tmp_path, "school_absence", 1, "valid_absence_minutes between 0",
+                           valid_absence_minutes="-30")
 
 
 def test_absence_above_scheduled(conn, tmp_path):
-    period = new_period()
-    rows = extracts.rows_for("school_absence", period)
-    rows[1].update(scheduled_minutes="600", valid_absence_minutes="400", invalid_absence_minutes="300")
-    assert_quarantined(conn, extracts.write(tmp_path, "school_absence", period, rows=rows),
-                       "never exceeds scheduled")
+    assert_row_quarantined(conn, tmp_path, "school_absence", 1, "never exceeds scheduled",
+                           scheduled_minutes="600", valid_absence_minutes="400", invalid_absence_minutes="300")
 
 
 def test_scheduled_minutes_above_3000(conn, tmp_path):
-    period = new_period()
-    rows = extracts.rows_for("school_absence", period)
-    rows[1]["scheduled_minutes"] = "3001"
-    assert_quarantined(conn, extracts.write(tmp_path, "school_absence", period, rows=rows),
-                       "scheduled_minutes between 0 and 3000")
+    assert_row_quarantined(conn, tmp_path, "school_absence", 1, "scheduled_minutes between 0 and 3000",
+                           scheduled_minutes="3001")
 
 
 def test_birth_year_out_of_range(conn, tmp_path):
@@ -448,11 +433,8 @@ def test_birth_year_out_of_range(conn, tmp_path):
 
 
 def test_not_an_integer(conn, tmp_path, ewi_home):
-    period = new_period()
-    rows = extracts.rows_for("school_absence", period)
-    rows[1]["scheduled_minutes"] = "15OO"
-    result = assert_quarantined(conn, extracts.write(tmp_path, "school_absence", period, rows=rows),
-                                "checks failed: scheduled_minutes is an integer")
+    result, _ = assert_row_quarantined(conn, tmp_path, "school_absence", 1,
+                                       "checks failed: scheduled_minutes is an integer", scheduled_minutes="15OO")
     # The database server's log does not hold the value either (the embedded server logs to a file).
     server_log = ewi_home / "warehouse" / "log"
     if server_log.exists():
@@ -465,38 +447,26 @@ def test_not_an_integer(conn, tmp_path, ewi_home):
 
 @pytest.mark.parametrize("bad", ["abc123", "A" * 64, "a" * 63, "g" * 64])
 def test_pseudonym_of_wrong_shape(conn, tmp_path, bad):
-    period = new_period()
-    rows = extracts.rows_for("contacts", period)
-    rows[9]["person_pseudonym"] = bad
-    assert_quarantined(conn, extracts.write(tmp_path, "contacts", period, rows=rows), "person_pseudonym")
+    assert_row_quarantined(conn, tmp_path, "contacts", 9, "person_pseudonym", person_pseudonym=bad)
 
 
 def test_value_outside_the_allowed_list(conn, tmp_path):
-    period = new_period()
-    rows = extracts.rows_for("contacts", period)
-    rows[9]["agency"] = "army"
-    assert_quarantined(conn, extracts.write(tmp_path, "contacts", period, rows=rows), "agency")
+    assert_row_quarantined(conn, tmp_path, "contacts", 9, "agency", agency="army")
 
 
 def test_missing_key_value(conn, tmp_path):
-    period = new_period()
-    rows = extracts.rows_for("contacts", period)
-    rows[9]["contact_id"] = ""
-    assert_quarantined(conn, extracts.write(tmp_path, "contacts", period, rows=rows), "contact_id is required")
+    assert_row_quarantined(conn, tmp_path, "contacts", 9, "contact_id is required", contact_id="")
 
 
 def test_missing_value_in_a_school_week(conn, tmp_path, ewi_home):
     """A school week is loaded NOT NULL; a missing value sends it to a text load, and the audit names
     the column. PostgreSQL's refusal quotes the whole row, pseudonym included: not in its log."""
-    period = new_period()
-    rows = extracts.rows_for("school_absence", period)
-    rows[3]["school_unit_code"] = ""
-    result = assert_quarantined(conn, extracts.write(tmp_path, "school_absence", period, rows=rows),
-                                "school_unit_code is required")
+    result, row = assert_row_quarantined(conn, tmp_path, "school_absence", 3, "school_unit_code is required",
+                                         school_unit_code="")
     assert [c["column"] for c in result.failed_checks] == ["school_unit_code"]
     server_log = ewi_home / "warehouse" / "log"
     if server_log.exists():
-        assert rows[3]["person_pseudonym"] not in server_log.read_text(errors="replace")
+        assert row["person_pseudonym"] not in server_log.read_text(errors="replace")
 
 
 def test_volume_drop(conn, tmp_path):
@@ -633,6 +603,33 @@ def test_a_retry_after_a_crash_resumes_the_pending_batch_without_doubling(conn, 
     assert conn.execute("select count(*) from raw.referrals where batch_id = %s",
                         (result.batch_id,)).fetchone()[0] == 40
     assert conn.execute("select to_regclass(%s)", (f"pending.referrals_{result.batch_id}",)).fetchone()[0] is None
+
+
+def test_a_delivery_name_is_parsed_once_on_its_way_through_the_gate(conn, tmp_path, monkeypatch):
+    """One parsed delivery flows read -> write -> audit -> decide: each file's name is parsed once,
+    whether it is published, quarantined or rejected (the flow parsed it three or four times)."""
+    import sys
+
+    from ewi import sources
+
+    parsed = []
+
+    def parse_file_name(name):
+        parsed.append(name)
+        return sources.parse_file_name(name)
+
+    for name, module in list(sys.modules.items()):  # wherever the ingest holds the parser
+        if name.startswith("ewi.ingest") and getattr(module, "parse_file_name", None) is sources.parse_file_name:
+            monkeypatch.setattr(module, "parse_file_name", parse_file_name)
+    period = new_period()
+    rows = extracts.rows_for("contacts", period)
+    rows[0]["home_area_code"] = "2081C9950"
+    files = [extracts.write(tmp_path / "published", "referrals", period),
+             extracts.write(tmp_path / "quarantined", "contacts", period, rows=rows),
+             extracts.write(tmp_path / "rejected", "school_absence", period, content=b"")]
+    results = ingest_files(files, docs_index=False)
+    assert [r.status for r in results] == ["published", "quarantined", "rejected"]
+    assert sorted(parsed) == sorted(f.name for f in files)
 
 
 def test_data_docs_pages_and_index_are_built_and_a_stray_file_breaks_nothing(conn, tmp_path, ewi_home):
