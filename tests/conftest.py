@@ -38,6 +38,29 @@ def warehouse_ready(ewi_home) -> str:
     return warehouse.dsn()
 
 
+@pytest.fixture(scope="module")
+def module_warehouse(ewi_home, request) -> str:
+    """An initialised warehouse database of the test module's own, named by the module's
+    WAREHOUSE_DB, so its batches and weeks never meet another module's; yields its DSN."""
+    from ewi import warehouse, warehouse_init
+
+    os.environ["EWI_WAREHOUSE_DB"] = request.module.WAREHOUSE_DB
+    try:
+        warehouse_init.init_warehouse()
+        yield warehouse.dsn()
+    finally:
+        os.environ.pop("EWI_WAREHOUSE_DB", None)
+
+
+@pytest.fixture(scope="module")
+def module_db(module_warehouse):
+    """An autocommit connection to the module's own warehouse database (module_warehouse)."""
+    import psycopg
+
+    with psycopg.connect(module_warehouse, autocommit=True) as conn:
+        yield conn
+
+
 @pytest.fixture
 def db(warehouse_ready):
     import psycopg

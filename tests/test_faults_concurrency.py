@@ -39,16 +39,12 @@ WAIT_S = 240
 ORIGINAL_AT, CORRECTION_AT = datetime(2030, 1, 1, 6, 0), datetime(2030, 1, 2, 6, 0)
 
 
-@pytest.fixture(scope="module")
-def dsn(ewi_home):
-    from ewi import warehouse, warehouse_init
+WAREHOUSE_DB = "ewi_concurrency_tests"
 
-    os.environ["EWI_WAREHOUSE_DB"] = "ewi_concurrency_tests"
-    try:
-        warehouse_init.init_warehouse()
-        yield warehouse.dsn()
-    finally:
-        os.environ.pop("EWI_WAREHOUSE_DB", None)
+
+@pytest.fixture(scope="module")
+def dsn(module_warehouse):
+    return module_warehouse
 
 
 @pytest.fixture

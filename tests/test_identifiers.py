@@ -23,12 +23,10 @@ import hashlib
 import itertools
 import json
 import logging
-import os
 import re
 import uuid
 from datetime import date, timedelta
 
-import psycopg
 import pytest
 
 from ewi.ingest import ingest_files
@@ -44,6 +42,7 @@ INTERIM = "121212-T212"
 SAMORDNING_DAY_91 = "120191-1235"
 LUHN_VALID_MONTH_13 = "121312-1211"
 
+WAREHOUSE_DB = "ewi_identifier_tests"
 _weeks = itertools.count()
 
 
@@ -52,16 +51,8 @@ def new_period() -> str:
 
 
 @pytest.fixture(scope="module")
-def conn(ewi_home):
-    from ewi import warehouse, warehouse_init
-
-    os.environ["EWI_WAREHOUSE_DB"] = "ewi_identifier_tests"
-    try:
-        warehouse_init.init_warehouse()
-        with psycopg.connect(warehouse.dsn(), autocommit=True) as c:
-            yield c
-    finally:
-        os.environ.pop("EWI_WAREHOUSE_DB", None)
+def conn(module_db):
+    return module_db
 
 
 def everything_stored(conn) -> str:

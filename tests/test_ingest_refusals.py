@@ -15,29 +15,20 @@ import subprocess
 import sys
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from ewi.sources import SOURCES
 from tests import extracts
 
-DB = "ewi_refusal_tests"
+DB = WAREHOUSE_DB = "ewi_refusal_tests"
 EWI = os.path.join(os.path.dirname(sys.executable), "ewi")
 # Values that stand for what a wrong file may carry: a name, an address, a free-text column name.
 NAME, ADDRESS, PSEUDONYM = "Annika Lindqvist", "Storgatan 12", extracts.pseudonym(7)
 
 
 @pytest.fixture(scope="module")
-def conn(ewi_home):
-    from ewi import warehouse, warehouse_init
-
-    os.environ["EWI_WAREHOUSE_DB"] = DB
-    try:
-        warehouse_init.init_warehouse()
-        with psycopg.connect(warehouse.dsn(), autocommit=True) as c:
-            yield c
-    finally:
-        os.environ.pop("EWI_WAREHOUSE_DB", None)
+def conn(module_db):
+    return module_db
 
 
 def ewi_ingest(path: Path, timeout: float = 60) -> tuple[dict, str]:
