@@ -211,6 +211,26 @@ def test_states_survive_a_rebuild_and_a_closed_signal_that_alerts_again_opens_a_
     assert after[reopened]["first_week_start"] == again[0][0]
 
 
+def test_a_state_set_while_a_build_runs_is_on_the_table_it_publishes(signals_warehouse, monkeypatch):
+    """The build reads the states when it builds area_signals; a coordinator's change after that, before
+    the publish, must not be lost when the new table replaces the old one."""
+    db, dsn, transform = signals_warehouse["db"], signals_warehouse["dsn"], signals_warehouse["transform"]
+    key = next(s for s in _signals(db) if s["state"] == "new")["signal_key"]
+    publish = transform._publish
+
+    def change_then_publish(conn, tables, run_id):
+        with _role(dsn, "ewi_dashboard") as dash:
+            _change(dash, key, "new", "acknowledged", note="medan bygget körde")
+        publish(conn, tables, run_id)
+
+    monkeypatch.setattr(transform, "_publish", change_then_publish)
+    built = transform.build(select=SELECT)
+    assert built["success"], built["failures"]
+    row = db.execute("select state, acknowledged_note from published.area_signals where signal_key = %s",
+                     (key,)).fetchone()
+    assert row == ("acknowledged", "medan bygget körde")
+
+
 def test_the_dashboard_and_auditor_roles_read_the_signals(signals_warehouse):
     dsn = signals_warehouse["dsn"]
     for role in ("ewi_dashboard", "ewi_auditor"):
