@@ -64,7 +64,7 @@ TARGETS = (
         "tests/test_identifiers.py::test_an_identity_number_rejects_a_windows_1252_file",
         "tests/test_identifiers.py::test_a_number_in_the_last_line_of_a_large_file_is_found",
     ), 0.3),
-    # Without the HSTS and Data Docs tests (app.py's rules, and a second server each). Strings are not
+    # Without the HSTS and Data Docs tests (security/access.py's rules, and a second server each). Strings are not
     # mutated here: they are SQL statements, JSON keys and variable names, each broken string fails the
     # first login, and each would cost a full test run (the dashboard is served in a process of its own).
     Target("auth", ("ewi/dashboard/users.py", "ewi/dashboard/security/sessions.py"), tuple(

@@ -61,4 +61,7 @@ def test_auditors_compare_every_methods_alerts_of_a_week(auditor, coordinator, d
     assert shown == {(a["area_code"], a["indicator"], a["method"])
                      for a in _alerts(dsn, "is_alert", "week_start = %s", (latest,))}
     assert {a["method"] for a in _alerts(dsn, OTHER, "week_start = %s", (latest,))} <= {m for _, _, m in shown}
+    # without a week, the latest complete one; a week that is none, no page
+    assert parse(auditor.get("/audit/methods?lang=en").text).find(id="methods-week").text() == iso(latest)
+    assert auditor.get("/audit/methods?week=2026-W99").status_code == 404
     assert coordinator.get("/audit/methods").status_code == 403

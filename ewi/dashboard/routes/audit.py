@@ -106,6 +106,8 @@ def audit_provenance(user: AuditorUser, request: Request, indicator: str = "", w
 def audit_methods(user: AuditorUser, request: Request, week: str = ""):
     """Every alert method's verdicts of a week side by side; the coordinators see the default one's."""
     lang = lang_of(request)
+    if week and week_param(week) is None:
+        return message(request, user, "not_found", 404)
     with data.connect(data.AUDITOR_ROLE) as conn:
         week_start = week_param(week) if week else data.latest_complete_week(conn)
         found = data.method_alerts(conn, week_start) if week_start else []
