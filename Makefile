@@ -43,6 +43,7 @@ system-deps:
 
 lint: install
 	$(BIN)/ruff check ewi dags tests
+	$(BIN)/lint-imports --no-cache --no-logo
 
 test: install system-deps lint
 	@echo "==> [test] pytest"
