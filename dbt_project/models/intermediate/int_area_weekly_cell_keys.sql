@@ -1,4 +1,4 @@
-{{ config(enabled=var('disclosure_method', 'suppression') == 'cell_key', materialized='table') }}
+{{ config(enabled=var('disclosure_method', 'suppression') == 'cell_key') }}
 -- Cell keys of every count int_area_weekly_counts makes from persons (macros/cell_key.sql): the sum
 -- of the persons' record keys mod 1, per area x week x indicator x part (numerator, denominator).
 -- Built only with disclosure_method cell_key. Never published.
