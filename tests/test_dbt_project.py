@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
@@ -19,7 +20,7 @@ def _yaml(path: Path) -> dict:
 
 
 def _raw_source() -> dict:
-    sources = _yaml(MODELS / "staging" / "sources.yml")["sources"]
+    sources = _yaml(MODELS / "staging" / "_sources.yml")["sources"]
     return next(s for s in sources if s["name"] == "raw")
 
 
@@ -66,3 +67,35 @@ def test_published_models_enforce_contracts_with_typed_columns():
             assert model["config"]["contract"]["enforced"] is True, model["name"]
             untyped = [c["name"] for c in model["columns"] if not c.get("data_type")]
             assert not untyped, (model["name"], untyped)
+
+
+LAYERS = ("staging", "intermediate", "marts")
+
+
+def test_every_model_sits_in_a_layer():
+    """staging -> intermediate -> marts: a model in any other folder has no layer's schema, materialization
+    or grants (the alert models once sat in models/alerts and set all three themselves)."""
+    outside = sorted(str(sql.relative_to(MODELS)) for sql in MODELS.rglob("*.sql") if sql.parent.name not in LAYERS)
+    assert not outside
+
+
+def test_only_staging_models_read_sources():
+    readers = sorted(str(sql.relative_to(MODELS)) for sql in MODELS.rglob("*.sql")
+                     if "source(" in sql.read_text(encoding="utf-8") and sql.parent.name != "staging")
+    assert not readers
+
+
+def test_sources_are_declared_once_in_staging_sources_yml():
+    declaring = sorted(str(doc.relative_to(MODELS)) for doc in MODELS.rglob("*.yml") if (_yaml(doc) or {}).get("sources"))
+    assert declaring == ["staging/_sources.yml"]
+    declared = {(s["name"], t["name"]) for s in _yaml(MODELS / "staging" / "_sources.yml")["sources"] for t in s["tables"]}
+    read = {m for sql in MODELS.rglob("*.sql")
+            for m in re.findall(r"source\('(\w+)', '(\w+)'\)", sql.read_text(encoding="utf-8"))}
+    assert read == declared
+
+
+def test_schema_and_grants_are_set_by_folder():
+    """dbt_project.yml gives each layer its schema, and the marts their grants; no model repeats them."""
+    inline = sorted(sql.name for sql in MODELS.rglob("*.sql")
+                    if re.search(r"config\([^)]*\b(schema|grants)\s*=", sql.read_text(encoding="utf-8"), re.S))
+    assert not inline

@@ -213,7 +213,7 @@ def test_a_leaking_build_fails_the_audit_and_publishes_nothing(built, tmp_path, 
 
     project = tmp_path / "dbt_project"
     shutil.copytree(config.DBT_PROJECT_DIR, project, ignore=shutil.ignore_patterns("target", "logs"))
-    model = project / "models" / "alerts" / "area_alerts.sql"
+    model = project / "models" / "marts" / "area_alerts.sql"
     text = model.read_text(encoding="utf-8")
     leaking = text.replace("or coalesce(h.window_withheld, true)", "").replace(
         "coalesce(case r.method", "false and coalesce(case r.method")

@@ -1,6 +1,6 @@
 """EARS C1/C2/C3 reference implementation (ewi.alerts.ears) against values computed by hand.
 
-Series 2,4,2,4,2,4,2,12 (the same as the dbt unit test in models/alerts/alerts.yml, which holds the
+Series 2,4,2,4,2,4,2,12 (the same as the dbt unit test in models/intermediate/alert_ears.yml, which holds the
 SQL to the same figures). Week 8 (index 7):
 - C1: baseline weeks 1-7, mean 20/7 = 2.857, sd sqrt(6.857/6) = 1.069, statistic 8.552.
 - C2: baseline weeks 1-5 (t-9..t-3 clipped), mean 2.8, sd sqrt(4.8/4) = 1.095, statistic 8.398.

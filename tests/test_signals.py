@@ -26,8 +26,8 @@ AREAS = {"2081C1010": 827, "2081C1020": 755}  # youth population
 WEEKS = [date(2024, 1, 1) + timedelta(weeks=i) for i in range(120)]
 RISE_AREA, RISE_FROM, FIRST_CUT = "2081C1010", 100, 112
 RISES = {(RISE_AREA, "contacts"): (RISE_FROM, 4)}  # (area, indicator): (from week, factor)
-SELECT = ("stg_areas area_weekly_indicators municipality_weekly area_trends alert_series alert_ears area_alerts "
-          "area_signals")
+SELECT = ("stg_areas stg_farrington_results stg_signal_states area_weekly_indicators municipality_weekly area_trends "
+          "alert_series alert_ears area_alerts area_signals")
 
 
 def _iso(d: date) -> str:
@@ -259,7 +259,7 @@ def test_the_disclosure_audit_checks_signal_figures_against_published_ones(signa
 
 
 def test_the_hand_worked_grouping_unit_test_passes(signals_warehouse):
-    """models/alerts/signals.yml: the gap rule, a closed signal's reopening, a withheld score and a
+    """models/marts/area_signals.yml: the gap rule, a closed signal's reopening, a withheld score and a
     non-default method's alert, on rows worked by hand."""
     import json
 

@@ -1,6 +1,6 @@
 """EARS C1, C2 and C3 (CDC's Early Aberration Reporting System) on one weekly series, in Python.
 
-The warehouse computes these in SQL (dbt_project/models/alerts/alert_ears.sql); this is the
+The warehouse computes these in SQL (dbt_project/models/intermediate/alert_ears.sql); this is the
 reference the SQL is tested against and what the evaluation (ewi.alerts.evaluation) runs.
 
 - C1: baseline = weeks t-7..t-1; statistic (y_t - mean) / max(sd, min_sigma).

@@ -1,5 +1,5 @@
 """Which series the alert methods watch, per indicator (the Python twin of
-dbt_project/models/alerts/alert_series.sql; see docs/alerts.md for the reasons).
+dbt_project/models/intermediate/alert_series.sql; see docs/alerts.md for the reasons).
 
 - chronic_absence, invalid_absence: the weekly count of flagged pupils, with the pupils having
   scheduled minutes (the share's denominator) as the population offset. No data (NULL) where that

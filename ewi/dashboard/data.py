@@ -2,8 +2,8 @@
 
 Coordinator pages read as the login role `ewi_dashboard` (SELECT on `published` only), auditor
 pages as `ewi_auditor` (`published` + `audit`); the dashboard never connects as the owner. The
-marts' columns are read by name: their contracts are enforced by dbt (dbt_project/models/marts and
-models/alerts, `contract: {enforced: true}`), so a renamed column fails the build, not this page.
+marts' columns are read by name: their contracts are enforced by dbt (dbt_project/models/marts,
+`contract: {enforced: true}`), so a renamed column fails the build, not this page.
 Before the first build a mart does not exist yet; that shows as "nothing to show", not an error.
 The audit schema's reads are in ewi.dashboard.audit_data.
 """

@@ -19,9 +19,9 @@ from pathlib import Path
 from ewi import config
 
 #: Left to right: the layers a reader expects, whatever the longest path through the models is.
-KINDS = ("delivery", "source", "seed", "staging", "intermediate", "marts", "alerts", "model", "exposure")
+KINDS = ("delivery", "source", "seed", "staging", "intermediate", "marts", "model", "exposure")
 FILL = {"delivery": "#e8e1f5", "source": "#dbe7f3", "seed": "#e4efe0", "staging": "#eef3f8",
-        "intermediate": "#fff4d6", "marts": "#d8f0e0", "alerts": "#fde2dc", "model": "#f0f0f0",
+        "intermediate": "#fff4d6", "marts": "#d8f0e0", "model": "#f0f0f0",
         "exposure": "#0b3d6b"}
 TEXT_FILL = {"exposure": "#ffffff"}
 

@@ -1,4 +1,3 @@
-{{ config(schema='intermediate', materialized='table') }}
 -- EARS C1, C2, C3 (CDC) on alert_series, one row per area x week x indicator x method.
 -- Python reference: ewi/alerts/ears.py (same definitions; tests compare the two).
 --   C1: baseline t-7..t-1, statistic (y - mean) / max(sd, ears_min_sigma), alert when > ears_z

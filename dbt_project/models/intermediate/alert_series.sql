@@ -1,4 +1,3 @@
-{{ config(schema='intermediate', materialized='table') }}
 -- The series the alert methods watch, one row per area x week x indicator (the grid of
 -- int_area_weekly_counts, so weeks without events are 0). Never published: counts are unsuppressed.
 -- Python twin: ewi/alerts/series.py (tests/test_alerts_dbt.py keeps the two equal). Why each series

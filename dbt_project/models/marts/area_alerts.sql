@@ -1,8 +1,3 @@
-{{ config(
-    schema=var('marts_schema', 'published_next'),
-    materialized='table',
-    grants={'select': ['ewi_dashboard', 'ewi_auditor']},
-) }}
 -- Every area x week x indicator x alert method, with a plain-language explanation in Swedish and
 -- English. Methods: farrington (Python task ewi.alerts.run_farrington -> alerts.farrington_results;
 -- this builds fine, without farrington rows, while that table is empty) and ears_c1/c2/c3
@@ -78,7 +73,7 @@ farrington as (
     select
         area_code, week_start, indicator, 'farrington'::text as method, observed, expected, upper_threshold,
         score, is_alert, status, years_used, years_configured
-    from {{ source('alerts', 'farrington_results') }}
+    from {{ ref('stg_farrington_results') }}
 ),
 
 ears as (

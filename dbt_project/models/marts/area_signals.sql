@@ -1,8 +1,3 @@
-{{ config(
-    schema=var('marts_schema', 'published_next'),
-    materialized='table',
-    grants={'select': ['ewi_dashboard', 'ewi_auditor']},
-) }}
 -- Signals: what a coordinator acts on, instead of one row per alert. The default method's alerts of
 -- one area and indicator form one signal while no more than `signal_gap_weeks` weeks without an alert
 -- separate them; a longer quiet spell ends it. A signal that a person closed ends at the last alert
@@ -20,7 +15,7 @@ with alerts as (
 ),
 
 states as (
-    select * from {{ source('signals', 'signal_states') }}
+    select * from {{ ref('stg_signal_states') }}
 ),
 
 gaps as (
