@@ -29,7 +29,8 @@ watched as (
         case
             {%- for indicator, n in rolling.items() if n > 1 %}
             when indicator = '{{ indicator }}' then
-                case when count(weekly_count) over rolling_{{ n }} = {{ n }} then sum(weekly_count) over rolling_{{ n }} end
+                case when count(weekly_count) over rolling_{{ n }} = {{ n }}
+                    then sum(weekly_count) over rolling_{{ n }} end
             {%- endfor %}
             else weekly_count
         end as watched_count,

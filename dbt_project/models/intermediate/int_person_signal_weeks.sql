@@ -79,7 +79,8 @@ latest_area_12w as (
     inner join records as rec
         on rec.person_pseudonym = pw.person_pseudonym
         and rec.week_start between pw.week_start - 77 and pw.week_start
-    order by pw.person_pseudonym, pw.week_start, rec.record_date desc, rec.source_order desc, rec.home_area_code
+    order by pw.person_pseudonym asc, pw.week_start asc,
+        rec.record_date desc, rec.source_order desc, rec.home_area_code asc
 ),
 
 referral_area as (
@@ -87,7 +88,7 @@ referral_area as (
         person_pseudonym, week_start, home_area_code as referral_area_code
     from {{ ref('stg_referrals') }}
     where week_start >= (select from_week from reprocess)
-    order by person_pseudonym, week_start, received_date desc, referral_id desc
+    order by person_pseudonym asc, week_start asc, received_date desc, referral_id desc
 ),
 
 contact_area as (
@@ -95,7 +96,7 @@ contact_area as (
         person_pseudonym, week_start, home_area_code as contact_area_code
     from {{ ref('stg_contacts') }}
     where week_start >= (select from_week from reprocess)
-    order by person_pseudonym, week_start, contact_date desc, contact_id desc
+    order by person_pseudonym asc, week_start asc, contact_date desc, contact_id desc
 )
 
 select

@@ -97,7 +97,9 @@ controlled as (
         r.observed is not null and (r.observed between 1 and {{ m - 1 }} or coalesce(h.window_withheld, true))
             as observed_is_suppressed,
         coalesce(case r.method
-            {%- for method in lookback %} when '{{ method }}' then h.{{ method }}_baseline_withheld{% endfor %}
+            {%- for method in lookback %}
+            when '{{ method }}' then h.{{ method }}_baseline_withheld
+            {%- endfor %}
             end, true) and r.expected is not null as baseline_is_suppressed,
         coalesce(r.is_alert and r.observed >= {{ min_count }}, false) as alert,
         -- Labels by CASE rather than joins to VALUES lists: the planner cannot estimate those joins

@@ -83,7 +83,7 @@ signals as (
         (array_agg(iso_week order by week_start))[1] as first_week,
         (array_agg(iso_week order by week_start desc))[1] as last_alert_week,
         max(score) as peak_score,
-        (array_agg(iso_week order by score desc nulls last, week_start))[1] as peak_week,
+        (array_agg(iso_week order by score desc nulls last, week_start asc))[1] as peak_week,
         (array_agg(explanation_sv order by week_start desc))[1] as latest_sv,
         (array_agg(explanation_en order by week_start desc))[1] as latest_en
     from segmented

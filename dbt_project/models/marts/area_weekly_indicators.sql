@@ -7,7 +7,7 @@ with counts as (
     inner join {{ ref('stg_areas') }} as a on a.area_code = c.area_code
 ),
 
-{%- if cell_key_method() %}
+{% if cell_key_method() %}
 -- Cell Key Method instead (macros/cell_key.sql): every count from persons perturbed, none suppressed;
 -- the youth population (a register figure, not persons) is published as it is.
 controlled as (

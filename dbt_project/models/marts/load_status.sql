@@ -10,7 +10,7 @@ last_published as (
         source, period, week_start, decided_at, rows_published
     from {{ ref('stg_batches') }}
     where status = 'published'
-    order by source, period desc, decided_at desc
+    order by source asc, period desc, decided_at desc
 ),
 
 -- The latest delivery the gate has decided on: one still being audited while the build ran is
@@ -20,7 +20,7 @@ last_delivery as (
         source, period, status, reason, received_at, decided_at
     from {{ ref('stg_batches') }}
     where source is not null and status <> 'pending'
-    order by source, received_at desc, batch_id desc
+    order by source asc, received_at desc, batch_id desc
 )
 
 select

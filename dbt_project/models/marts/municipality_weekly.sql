@@ -17,7 +17,7 @@ with totals as (
     group by week_start, iso_week, indicator
 ),
 
-{%- if cell_key_method() %}
+{% if cell_key_method() %}
 -- Cell Key Method: the total is a cell of its own, perturbed with its own key (the sum of its persons'
 -- keys, i.e. of the areas' keys, mod 1); so it is not the sum of the perturbed areas.
 keys as (
