@@ -41,9 +41,15 @@ system-deps:
 	  echo "!! could not install$$missing: the tests that need them will be skipped"; \
 	fi
 
+# Python with ruff and import-linter (.importlinter); the dbt models' SQL with sqlfluff and its dbt templater (rules in .sqlfluff). The
+# templater compiles the project as dbt does, which asks the warehouse (is_incremental), so the embedded
+# warehouse of this EWI_HOME is started first (`make stop` stops it).
 lint: install
 	$(BIN)/ruff check ewi dags tests
 	$(BIN)/lint-imports --no-cache --no-logo
+	@echo "==> [lint] SQL: sqlfluff with the dbt templater"
+	$(BIN)/ewi warehouse init >/dev/null
+	eval "$$($(BIN)/ewi warehouse dbt-env)" && $(BIN)/sqlfluff lint dbt_project
 
 test: install system-deps lint
 	@echo "==> [test] pytest"

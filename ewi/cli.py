@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import sys
 from pathlib import Path
 
@@ -24,6 +25,10 @@ def cmd_warehouse(args: argparse.Namespace) -> int:
 
     if args.action == "url":
         print(warehouse.dsn())
+    elif args.action == "dbt-env":
+        # shell lines for `eval` (make lint): the password goes to the shell, never to a log
+        for key, value in warehouse.dbt_env().items():
+            print(f"export {key}={shlex.quote(value)}")
     elif args.action == "stop":
         print("stopped" if warehouse.stop() else "not running")
     elif args.action == "init":
@@ -222,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("warehouse", help="the PostgreSQL warehouse")
-    p.add_argument("action", choices=["url", "stop", "init", "set-role-passwords"])
+    p.add_argument("action", choices=["url", "dbt-env", "stop", "init", "set-role-passwords"])
     p.set_defaults(func=cmd_warehouse)
 
     p = sub.add_parser("synth", help="write synthetic weekly extracts")

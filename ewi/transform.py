@@ -63,8 +63,7 @@ def _dbt_dirs() -> tuple[Path, Path]:
 
 
 def _dbt_env() -> None:
-    for key, value in warehouse.connection_parts().items():
-        os.environ[f"EWI_PG_{key.upper()}"] = value
+    os.environ.update(warehouse.dbt_env())
 
 
 def _invoke(args: list[str], manifest=None, callbacks=None):

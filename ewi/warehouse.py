@@ -134,6 +134,11 @@ def connection_parts(dsn_: str | None = None) -> dict[str, str]:
     }
 
 
+def dbt_env(dsn_: str | None = None) -> dict[str, str]:
+    """The variables dbt_project/profiles.yml reads (EWI_PG_HOST, ...), for dbt and sqlfluff's dbt templater."""
+    return {f"EWI_PG_{key.upper()}": value for key, value in connection_parts(dsn_).items()}
+
+
 def sqlalchemy_url(dsn_: str | None = None) -> str:
     """A SQLAlchemy URL for the same database (GX cannot take a socket-only libpq DSN)."""
     from sqlalchemy.engine import URL
