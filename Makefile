@@ -41,9 +41,9 @@ system-deps:
 	  echo "!! could not install$$missing: the tests that need them will be skipped"; \
 	fi
 
-# Python with ruff and import-linter (.importlinter); the dbt models' SQL with sqlfluff and its dbt templater (rules in .sqlfluff). The
-# templater compiles the project as dbt does, which asks the warehouse (is_incremental), so the embedded
-# warehouse of this EWI_HOME is started first (`make stop` stops it).
+# Python with ruff and import-linter (.importlinter); the dbt models' SQL with sqlfluff and its dbt
+# templater (rules in .sqlfluff). The templater compiles the project as dbt does, which asks the
+# warehouse (is_incremental), so the embedded warehouse of this EWI_HOME is started first (`make stop`).
 lint: install
 	$(BIN)/ruff check ewi dags tests
 	$(BIN)/lint-imports --no-cache --no-logo
