@@ -105,7 +105,8 @@ def build_suite(source: Source) -> dict:
         ),
         _expectation(
             "expect_table_row_count_to_be_between",
-            "Volume: at least half the median row count of the source's last 8 published batches.",
+            "Volume: at least half the median row count of the source's last 8 published batches "
+            "(a quarter of it in a school holiday week).",
             min_value=_param("min_rows"),
             max_value=None,
         ),

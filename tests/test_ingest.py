@@ -478,6 +478,24 @@ def test_volume_drop(conn, tmp_path):
     assert "5 rows" in result.reason
 
 
+def test_a_low_school_holiday_week_is_published_and_a_low_term_week_still_quarantined(conn, tmp_path):
+    """The Christmas break (2031-W52 and 2032-W01, jullov in Borlänge's school year) brings fewer
+    referrals: 15 of the usual 40 is expected there. The same 15 in a term week (2032-W03) is below
+    half the median (20) and held; 5 in a holiday week is below a quarter of it (10) and held too."""
+    for period in ("2031-W48", "2031-W49", "2031-W50"):
+        assert ingest_one(extracts.write(tmp_path, "referrals", period)).status == "published"
+    for period in ("2031-W52", "2032-W01"):
+        result = ingest_one(extracts.write(tmp_path, "referrals", period,
+                                         rows=extracts.rows_for("referrals", period, n=15)))
+        assert result.status == "published", result.reason
+    period = "2032-W03"
+    assert_quarantined(conn, extracts.write(tmp_path, "referrals", period,
+                                            rows=extracts.rows_for("referrals", period, n=15)), "Volume")
+    period = "2032-W09"  # sportlov
+    assert_quarantined(conn, extracts.write(tmp_path, "referrals", period,
+                                            rows=extracts.rows_for("referrals", period, n=5)), "Volume")
+
+
 # --- quarantine release ------------------------------------------------------------------------
 
 def test_release_republishes_after_the_reference_table_is_fixed(conn, tmp_path):

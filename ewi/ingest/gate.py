@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from statistics import median
 
-from ewi import config, expectations, warehouse
+from ewi import config, expectations, school_calendar, warehouse
 from ewi.sources import SOURCES, Delivery, Source
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,9 @@ RESULT_FORMAT = {
     "return_unexpected_index_query": False,
 }
 VOLUME_HISTORY = 8
+#: In a school holiday week the floor is this share of the recent median instead of half of it:
+#: referrals come largely from schools, and a Christmas week's 16 of a usual 38 is expected, not a fault.
+HOLIDAY_VOLUME_SHARE = 0.25
 AUDIT_WORK_MEM = "256MB"
 DOCS_INDEX_LIMIT = 25
 
@@ -157,8 +160,9 @@ def _audit_url(url: str) -> str:
         hide_password=False)
 
 
-def volume_floor(conn, source: Source) -> int:
-    """Half the median row count of the source's last published batches (at least 1)."""
+def volume_floor(conn, source: Source, period: str) -> int:
+    """Half the median row count of the source's last published batches (at least 1); a quarter of
+    it when the school calendar says the delivery's week is a holiday week (ewi.school_calendar)."""
     counts = [r[0] for r in conn.execute(
         "select rows_published from audit.batches where source = %s and status in ('published', 'superseded') "
         "and rows_published is not null order by decided_at desc limit %s",
@@ -166,7 +170,8 @@ def volume_floor(conn, source: Source) -> int:
     ).fetchall()]
     if not counts:
         return 1
-    return max(1, math.ceil(median(counts) / 2))
+    share = HOLIDAY_VOLUME_SHARE if school_calendar.is_school_holiday(period) else 0.5
+    return max(1, math.ceil(median(counts) * share))
 
 
 def parameters(conn, delivery: Delivery) -> dict:
@@ -177,7 +182,7 @@ def parameters(conn, delivery: Delivery) -> dict:
         period_values = [d.isoformat() for d in delivery.week_dates]
     low, high = delivery.birth_year_range
     return {
-        "min_rows": volume_floor(conn, source),
+        "min_rows": volume_floor(conn, source, delivery.period),
         "period_values": period_values,
         "birth_years": [str(y) for y in range(low, high + 1)],
         "area_codes": [r[0] for r in conn.execute("select area_code from ref.areas order by area_code").fetchall()],
