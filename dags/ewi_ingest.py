@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from ewi.orchestration import assets, dag_defaults, lineage
+from ewi.orchestration import assets, dag_defaults, lineage, people_notices
 from ewi.orchestration import ingest_tasks as tasks
 
 
@@ -92,6 +92,7 @@ def ewi_ingest():
         flat = [r for chunk in results if chunk for r in chunk]
         counts = tasks.summarise(flat)
         print(f"ingest summary: {counts}")
+        people_notices.notify_quarantined(flat)  # one message to the data engineers per run
         return counts
 
     # The announce and summary tasks run whatever happened upstream, so as leaves they would mark a

@@ -11,7 +11,7 @@ none was decided in the last EWI_TRANSFORM_QUIET_SECONDS (default 5, at most
 EWI_TRANSFORM_MAX_WAIT_SECONDS), so deliveries that land together end in one build; a run whose
 batches an earlier build already covered skips its build.
 
-build -> publish. `publish` carries the `published` asset as outlet; it fails when the build's
+build -> publish -> notify_new_signals. `publish` carries the `published` asset as outlet; it fails when the build's
 tests failed (nothing was swapped into `published`, and the failure is recorded in
 audit.pipeline_events) and is skipped when the build passed without swapping anything in. Either
 way no asset event is emitted, so ewi_dashboard_refresh is not triggered.
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from airflow.sdk import dag, task
 
-from ewi.orchestration import assets, dag_defaults, lineage, transform_tasks
+from ewi.orchestration import assets, dag_defaults, lineage, people_notices, transform_tasks
 
 
 @dag(**dag_defaults.dag_arguments("ewi_transform", schedule=assets.ANY_SOURCE_PUBLISHED,
@@ -35,7 +35,9 @@ def ewi_transform():
         transform_tasks.wait_for_quiet()
         if transform_tasks.nothing_new_since_last_build():
             raise AirflowSkipException("no batch published since the last build: nothing to rebuild")
-        return transform_tasks.build_marts()
+        # The signals published before the build: afterwards, the new ones are the build's.
+        signals_before = people_notices.signal_keys()
+        return {**transform_tasks.build_marts(), "signals_before": signals_before}
 
     @task(outlets=[assets.PUBLISHED_ASSET])
     def publish(summary: dict, *, outlet_events=None):
@@ -52,7 +54,13 @@ def ewi_transform():
         outlet_events[assets.PUBLISHED_ASSET].extra = {"counts": summary.get("counts")}
         return summary.get("counts")
 
-    publish(build())
+    # One message to the coordinators per build that opened new signals; runs only after a publish.
+    @task(inlets=lineage.tables("published.area_signals"))
+    def notify_new_signals(summary: dict) -> list[str]:
+        return people_notices.notify_new_signals(summary.get("signals_before") or [])
+
+    built = build()
+    publish(built) >> notify_new_signals(built)
 
 
 ewi_transform()

@@ -339,3 +339,9 @@ def test_watcher_runs_pack_sources_into_one_chunk_keeping_delivery_order(tmp_pat
     assert ingest_tasks.chunk_label(chunks[0]) == "3 sources 2026-W01 (4 files)"
     small = ingest_tasks.plan_chunks([tmp_path / n for n in names], chunk_size=2, mix_sources=True)
     assert _names(small)[1] == ["referrals_2026-W01_20260105T0600.csv", "referrals_2026-W01_20260110T0900.csv"]
+
+
+def test_the_coordinators_are_told_of_new_signals_only_after_a_publish(dagbag):
+    notify = dagbag.dags["ewi_transform"].get_task("notify_new_signals")
+    assert notify.upstream_task_ids == {"build", "publish"}
+    assert notify.trigger_rule == "all_success"
