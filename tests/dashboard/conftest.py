@@ -1,4 +1,5 @@
-"""The dashboard's fixture warehouse, built once per test session the way production builds one:
+"""The dashboard's fixture warehouse, built once per test session (for this package: the tests of
+other packages find the environment as it was) the way production builds one:
 `ewi synth` writes 20 weeks of deliveries, `ewi ingest` takes them through the gate, `ewi transform`
 runs the real dbt build and publishes the marts. Two deliveries make the freshness banners real:
 contacts' last three weeks are never delivered (stale), and a correction of referrals' last week
@@ -39,7 +40,7 @@ def _correction_out_of_range(original: Path) -> Path:
     return corrected
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def dashboard_warehouse(warehouse_ready, tmp_path_factory):
     from ewi import cli, warehouse
     from ewi.dashboard import users
@@ -76,24 +77,24 @@ def dashboard_warehouse(warehouse_ready, tmp_path_factory):
     ewi.dashboard.refresh()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def app(dashboard_warehouse):
     from ewi.dashboard.app import create_app
 
     return create_app()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def coordinator(app):
     return login(app, "coord")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def auditor(app):
     return login(app, "audit")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser():
     if not Path(CHROMIUM).exists() or not shutil.which(CHROMIUM):
         pytest.skip(f"{CHROMIUM} is not installed (apt-get install -y chromium)")
@@ -125,7 +126,7 @@ _OL_FAILED = {"eventType": "FAIL", "eventTime": "2026-11-23T06:20:00Z",
               "inputs": [{"namespace": "postgres://warehouse", "name": "ewi.raw.referrals"}], "outputs": []}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def lineage_files(dashboard_warehouse, tmp_path_factory):
     """$EWI_HOME/dbt-docs emptied for this module (other modules may have written it), a function
     that writes it with the real `transform.docs()`, and OpenLineage event files."""
