@@ -30,11 +30,13 @@ $(STAMP): requirements.lock pyproject.toml
 install: $(STAMP)
 
 # Debian packages the tests drive: Chromium (browser tests, through Playwright; no browser
-# download) and docker-compose (validates the compose file; no engine runs here).
+# download), docker-compose (validates the compose file; no engine runs here) and poppler-utils
+# (pdftotext and pdftoppm read and render the weekly briefing PDF).
 system-deps:
 	@missing=""; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v docker-compose >/dev/null 2>&1 || missing="$$missing docker-compose"; \
+	command -v pdftotext >/dev/null 2>&1 || missing="$$missing poppler-utils"; \
 	if [ -n "$$missing" ]; then \
 	  echo "==> [setup] installing Debian packages:$$missing"; \
 	  (apt-get update -qq && apt-get install -y -qq $$missing >/dev/null) || \

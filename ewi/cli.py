@@ -194,6 +194,19 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_briefing(args: argparse.Namespace) -> int:
+    """The weekly briefing PDF of the latest complete week, or of --week."""
+    from ewi.dashboard import briefing
+
+    try:
+        week = briefing.parse_week(args.week) if args.week else None
+    except ValueError:
+        raise UsageError("--week takes an ISO week, YYYY-Www (e.g. 2026-W47)") from None
+    week = briefing.write(Path(args.out), week, args.lang)
+    print(f"briefing of week {briefing.fmt_week(week)} written to {args.out}")
+    return EXIT_OK
+
+
 def _dashboard_port(host: str, wanted: int) -> int | None:
     """The port to serve on: `wanted` when free; None when this EWI_HOME's dashboard already
     serves there (it is reused: it reads the users file on every request, so new demo passwords
@@ -274,6 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8050)
     p.set_defaults(func=cmd_dashboard)
+
+    p = sub.add_parser("briefing", help="the weekly briefing PDF for the cross-agency meeting")
+    p.add_argument("--out", required=True, help="the PDF file to write")
+    p.add_argument("--week", default=None, help="ISO week, YYYY-Www (default: the latest complete week)")
+    p.add_argument("--lang", choices=["sv", "en"], default="sv")
+    p.set_defaults(func=cmd_briefing)
 
     p = sub.add_parser("airflow", help="the local Airflow")
     p.add_argument("action", choices=["up", "down", "demo-run", "env"])

@@ -378,3 +378,37 @@ SIGNAL_TEXT = {
 }
 for _lang, _labels in SIGNAL_TEXT.items():
     TEXT[_lang].update(_labels)
+
+#: The weekly briefing's words (ewi/dashboard/briefing.py); merged into TEXT below.
+BRIEFING_TEXT = {
+    "sv": {
+        "briefing": "Veckobriefing",
+        "briefing_title": "Veckobriefing – tidiga signaler, vecka {week}",
+        "briefing_made": "Skapad {when} ur publicerade data. Signalernas status som den är nu.",
+        "briefing_page": "Sida {page} av {pages}",
+        "briefing_open_since": "öppen sedan vecka {week}",
+        "briefing_more": "Fler öppna signaler finns på översikten i instrumentpanelen.",
+        "briefing_chart_area": "Området",
+        "briefing_chart_alert": "Larmvecka (standardmetoden)",
+        "briefing_quarantined": "senaste leveransen stoppad i kontrollen",
+        "briefing_fresh": "aktuell",
+        "briefing_download": "Veckobriefing (PDF)",
+        "briefing_gaps": "En lucka i områdets kurva är en vecka med färre än fem personer.",
+    },
+    "en": {
+        "briefing": "Weekly briefing",
+        "briefing_title": "Weekly briefing – early signals, week {week}",
+        "briefing_made": "Made {when} from published data. The signals' states as they are now.",
+        "briefing_page": "Page {page} of {pages}",
+        "briefing_open_since": "open since week {week}",
+        "briefing_more": "More open signals are on the dashboard's overview.",
+        "briefing_chart_area": "The area",
+        "briefing_chart_alert": "Alert week (default method)",
+        "briefing_quarantined": "last delivery stopped by the gate",
+        "briefing_fresh": "up to date",
+        "briefing_download": "Weekly briefing (PDF)",
+        "briefing_gaps": "A gap in the area's line is a week with fewer than five people.",
+    },
+}
+for _lang, _labels in BRIEFING_TEXT.items():
+    TEXT[_lang].update(_labels)

@@ -1,11 +1,12 @@
-"""CSV exports of what the coordinators' pages show; each export is logged before it is handed out."""
+"""CSV exports of what the coordinators' pages show, and the weekly briefing PDF; each export is logged
+before it is handed out."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from ewi.dashboard import data
+from ewi.dashboard import briefing, data
 from ewi.dashboard.i18n import fmt_number, fmt_week, indicator_label, text
 from ewi.dashboard.security.access import CoordinatorUser, record_access
 from ewi.dashboard.views import AREA_CODE, csv_response, lang_of, weeks_param
@@ -56,3 +57,19 @@ def area_csv(user: CoordinatorUser, request: Request, area_code: str, weeks: int
                     "1" if key in view["alert_keys"] else "0"])
     record_access("export_csv", user, request, detail={"view": "area", "area_code": area_code, "weeks": weeks})
     return csv_response(out, f"ewi_{area_code}_{fmt_week(view['latest'])}.csv", lang)
+
+
+@router.get("/export/briefing.pdf")
+def briefing_pdf(user: CoordinatorUser, request: Request, week: str | None = None):
+    """The weekly briefing, built now from what is published (the signals' states as they are now)."""
+    lang = lang_of(request)
+    try:
+        wanted = briefing.parse_week(week) if week else None
+    except ValueError:
+        return Response(status_code=404)
+    pdf, shown = briefing.build(wanted, lang)
+    record_access("export_briefing", user, request, detail={"view": "briefing", "week": fmt_week(shown),
+                                                            "lang": lang})
+    return Response(pdf, media_type="application/pdf", headers={
+        "Content-Disposition": f'attachment; filename="ewi_briefing_{fmt_week(shown)}_{lang}.pdf"',
+        "Cache-Control": "no-store"})

@@ -1,0 +1,116 @@
+"""The weekly briefing PDF on a warehouse built by the real dbt models and the real Farrington task (the
+signal tests' warehouse: 120 weeks, three rises): `ewi briefing` writes it, `pdftotext` reads the open
+signals in it and no count of 1-4, `pdftoppm` renders its pages (kept under the pytest basetemp,
+artifacts/briefing-*.png), and a coordinator downloads it from the dashboard, logged as an export.
+
+"No figure 1-4" means: once the figures that are not counts of people are taken out, i.e. ISO weeks
+(2026-W07), dates and times, decimals (rates, expected values, scores: always with a decimal
+comma or point), the page number ("Sida 1 av 2") and the years of history and "per 1 000" the
+published explanations and labels name, no number from 1 to 4 stands alone in the text.
+`test_the_count_check_finds_a_small_count` shows that the check catches one."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from tests.dashboard.helpers import rows
+from tests.dashboard.test_signals import app, signal_warehouse  # noqa: F401  (the signal tests' warehouse)
+
+pytestmark = pytest.mark.slow
+
+NOT_COUNTS = [
+    r"\d{4}-W\d{2}",                        # ISO weeks
+    r"\d{4}-\d{2}-\d{2}( \d{2}:\d{2})?",    # dates, the time it was made
+    r"\d+(?:[ \u00a0,.]\d{3})*[,.]\d+",     # decimals: rates, expected values, thresholds, scores
+    r"(Sida|Page) \d+ (av|of) \d+",          # the page number
+    r"\d+ års historik|\d+ year\(s\) of history|i stället för \d+|instead of \d+",  # years of history
+    r"per 1[ \u00a0,]000",                  # the unit of a rate
+    r"\(\d+ (veckor|weeks?)\)",               # an indicator's window ("Unga med orosanmälan (3 veckor)")
+]
+SMALL_COUNT = re.compile(r"(?<![\w<])[1-4](?![\w])")
+
+
+def small_counts(pdf_text: str) -> list[str]:
+    """The numbers 1-4 standing alone once the figures that are not counts of people are taken out."""
+    for pattern in NOT_COUNTS:
+        pdf_text = re.sub(pattern, " ", pdf_text)
+    return [m.group(0) for m in SMALL_COUNT.finditer(pdf_text)]
+
+
+def _poppler(tool: str) -> str:
+    path = shutil.which(tool)
+    if not path:
+        pytest.skip(f"{tool} is not installed (make system-deps: poppler-utils)")
+    return path
+
+
+def _text(pdf) -> str:
+    return subprocess.run([_poppler("pdftotext"), "-layout", str(pdf), "-"], check=True, capture_output=True,
+                          text=True).stdout
+
+
+def test_the_count_check_finds_a_small_count():
+    assert small_counts("Sida 1 av 2  2026-W04  3,2 %  per 1 000  Bygger på 1 års historik") == []
+    assert small_counts("Kontakter: 3 observerade") == ["3"]
+    assert small_counts("<5 observerade, 12 förväntade, Unga med orosanmälan (3 veckor)") == []
+
+
+def test_the_briefing_lists_the_open_signals_and_no_small_count(signal_warehouse, tmp_path):  # noqa: F811
+    from ewi import cli
+
+    out = tmp_path / "briefing.pdf"
+    assert cli.main(["briefing", "--out", str(out)]) == 0
+    text = _text(out)
+    open_signals = rows(signal_warehouse["dsn"], "select area_name, indicator, first_week from "
+                                                 "published.area_signals where state <> 'closed'")
+    assert open_signals, "the fixture's rises open signals"
+    flat = " ".join(text.split())
+    labels = {"contacts": "Kontakter polis/fält", "referrals": "Orosanmälningar", "multi_signal": "Flera signaler",
+              "invalid_absence": "Ogiltig frånvaro", "chronic_absence": "Hög frånvaro"}
+    for s in open_signals:
+        assert f"{s['area_name']} – {labels[s['indicator']]}" in flat
+        assert s["first_week"] in flat
+    assert "Veckobriefing" in flat and "<5 = färre än fem personer" in flat  # Swedish, the suppression note
+    assert re.search(r"\d,\d", flat), "rates are in the text, so the count check has figures to look at"
+    assert small_counts(text) == [], "a count of 1-4 in the briefing"
+
+    english = tmp_path / "briefing-en.pdf"
+    latest = rows(signal_warehouse["dsn"], "select max(last_alert_week) as w from published.area_signals")[0]["w"]
+    assert cli.main(["briefing", "--out", str(english), "--week", latest, "--lang", "en"]) == 0
+    text_en = _text(english)
+    assert f"week {latest}" in text_en and "fewer than five people" in text_en
+    assert small_counts(text_en) == []
+
+    # every page rendered, kept as test artifacts; the first page is looked at by a person
+    artifacts = signal_warehouse["artifacts"]
+    artifacts.mkdir(parents=True, exist_ok=True)
+    subprocess.run([_poppler("pdftoppm"), "-png", "-r", "80", str(out), str(artifacts / "briefing")], check=True)
+    pages = sorted(artifacts.glob("briefing-*.png"))
+    assert 1 <= len(pages) <= 2 and all(p.stat().st_size > 10_000 for p in pages)
+
+
+def test_a_week_that_is_no_iso_week_is_a_usage_error(signal_warehouse, tmp_path):  # noqa: F811
+    from ewi import cli
+
+    assert cli.main(["briefing", "--out", str(tmp_path / "b.pdf"), "--week", "2026-W60"]) == 2
+    assert not (tmp_path / "b.pdf").exists()
+
+
+def test_a_coordinator_downloads_the_briefing_logged_as_an_export(signal_warehouse, app):  # noqa: F811
+    from tests.dashboard.helpers import client, login
+
+    coordinator = login(app, "coord")
+    before = rows(signal_warehouse["dsn"], "select count(*) as n from audit.access_log "
+                                           "where action = 'export_briefing'")[0]["n"]
+    answer = coordinator.get("/export/briefing.pdf")
+    assert answer.status_code == 200 and answer.content.startswith(b"%PDF")
+    assert answer.headers["content-type"] == "application/pdf"
+    logged = rows(signal_warehouse["dsn"], "select username, detail from audit.access_log "
+                                           "where action = 'export_briefing' order by id")
+    assert len(logged) == before + 1 and logged[-1]["username"] == "coord"
+    anonymous = client(app).get("/export/briefing.pdf", follow_redirects=False)
+    assert anonymous.status_code in (303, 401) and not anonymous.content.startswith(b"%PDF")
