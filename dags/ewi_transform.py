@@ -11,7 +11,8 @@ none was decided in the last EWI_TRANSFORM_QUIET_SECONDS (default 5, at most
 EWI_TRANSFORM_MAX_WAIT_SECONDS), so deliveries that land together end in one build; a run whose
 batches an earlier build already covered skips its build.
 
-build -> publish -> notify_new_signals. `publish` carries the `published` asset as outlet; it fails when the build's
+build -> publish -> notify_new_signals and after_publish (dbt's docs site, manifest and catalog
+for the auditors' lineage page, and the week's briefing PDF, both under $EWI_HOME). `publish` carries the `published` asset as outlet; it fails when the build's
 tests failed (nothing was swapped into `published`, and the failure is recorded in
 audit.pipeline_events) and is skipped when the build passed without swapping anything in. Either
 way no asset event is emitted, so ewi_dashboard_refresh is not triggered.
@@ -59,8 +60,15 @@ def ewi_transform():
     def notify_new_signals(summary: dict) -> list[str]:
         return people_notices.notify_new_signals(summary.get("signals_before") or [])
 
+    # dbt's docs (the auditors' lineage page and docs site) and the week's briefing; only after a publish.
+    @task(inlets=lineage.tables("published.area_signals"))
+    def leave_docs_and_briefing(_counts) -> dict:
+        return transform_tasks.after_publish()
+
     built = build()
-    publish(built) >> notify_new_signals(built)
+    published = publish(built)
+    published >> notify_new_signals(built)
+    leave_docs_and_briefing(published)
 
 
 ewi_transform()

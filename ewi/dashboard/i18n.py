@@ -412,3 +412,5 @@ BRIEFING_TEXT = {
 }
 for _lang, _labels in BRIEFING_TEXT.items():
     TEXT[_lang].update(_labels)
+TEXT["sv"]["dbt_docs_site"] = "dbt-dokumentationen (modeller, kolumner, tester)"
+TEXT["en"]["dbt_docs_site"] = "The dbt documentation (models, columns, tests)"

@@ -7,6 +7,7 @@ import logging
 import os
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from ewi import config
@@ -94,3 +95,42 @@ def refresh_dashboard() -> str:
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(now + "\n", encoding="utf-8")
     return now
+
+
+def after_publish(docs_dir: Path | None = None, briefings_dir: Path | None = None) -> dict[str, Any]:
+    """What a publish leaves for the people who read it: dbt's docs site with its manifest and
+    catalog ($EWI_HOME/dbt-docs: the auditors' lineage page and dbt docs site read them) and the
+    week's briefing in both languages ($EWI_HOME/briefings/briefing_<week>_<lang>.pdf). A failure
+    of either is logged and reported, never a failure of the publish that already happened."""
+    from ewi import transform
+    from ewi.dashboard import briefing
+
+    done: dict[str, Any] = {}
+    started = time.monotonic()
+    try:
+        docs = transform.docs(docs_dir)
+        done["dbt_docs"] = {k: docs[k] for k in ("success", "path", "files")}
+    except Exception as exc:  # noqa: BLE001 - the marts are published; the docs are redone next build
+        log.warning("dbt docs were not generated: %s", type(exc).__name__)
+        done["dbt_docs"] = {"success": False}
+    done["dbt_docs_s"] = round(time.monotonic() - started, 2)
+    folder = Path(briefings_dir or config.ewi_home() / "briefings")
+    started = time.monotonic()
+    try:
+        written = []
+        for lang in ("sv", "en"):
+            pdf, week = briefing.build(lang=lang)
+            if week is None:
+                break
+            out = folder / f"briefing_{briefing.fmt_week(week)}_{lang}.pdf"
+            folder.mkdir(parents=True, exist_ok=True)
+            out.with_name(out.name + ".part").write_bytes(pdf)
+            out.with_name(out.name + ".part").replace(out)
+            written.append(str(out))
+        done["briefings"] = written
+    except Exception as exc:  # noqa: BLE001 - as above: `ewi briefing` or the dashboard builds it on demand
+        log.warning("the weekly briefing was not built: %s", type(exc).__name__)
+        done["briefings"] = []
+    done["briefing_s"] = round(time.monotonic() - started, 2)
+    log.info("after publish: %s", done)
+    return done

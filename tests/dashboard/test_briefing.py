@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -114,3 +115,38 @@ def test_a_coordinator_downloads_the_briefing_logged_as_an_export(signal_warehou
     assert len(logged) == before + 1 and logged[-1]["username"] == "coord"
     anonymous = client(app).get("/export/briefing.pdf", follow_redirects=False)
     assert anonymous.status_code in (303, 401) and not anonymous.content.startswith(b"%PDF")
+
+
+def test_a_publish_leaves_dbt_docs_and_the_briefings_served_to_auditors(signal_warehouse, app):  # noqa: F811
+    """What the transform DAG runs after a publish (and so `make demo`): dbt's docs site with its
+    manifest and catalog where the lineage page reads them, and the week's briefing in both
+    languages; the docs site is served to auditors only, never cached, never framed."""
+    from ewi.dashboard import lineage
+    from ewi.orchestration import transform_tasks
+    from tests.dashboard.helpers import client, login
+
+    docs = lineage.docs_dir()
+    existed = docs.exists()
+    try:
+        done = transform_tasks.after_publish()
+        assert done["dbt_docs"]["success"], done
+        assert {"index.html", "manifest.json", "catalog.json"} <= {p.name for p in docs.iterdir()}
+        assert [Path(p).name[-6:] for p in done["briefings"]] == ["sv.pdf", "en.pdf"]
+        assert all(Path(p).read_bytes().startswith(b"%PDF") for p in done["briefings"])
+
+        auditor = login(app, "audit")
+        lineage_page = auditor.get("/audit/lineage")
+        assert 'href="/audit/dbt-docs/index.html"' in lineage_page.text and "id=\"no-manifest\"" not in lineage_page.text
+        site = auditor.get("/audit/dbt-docs/index.html")
+        assert site.status_code == 200 and "dbt" in site.text.lower()
+        assert site.headers["cache-control"] == "no-store"
+        assert "frame-ancestors 'none'" in site.headers["content-security-policy"]
+        manifest = auditor.get("/audit/dbt-docs/manifest.json")
+        assert manifest.status_code == 200 and "model.ewi.area_signals" in manifest.json()["nodes"]
+        assert auditor.get("/audit/dbt-docs/..%2F..%2Fusers.json").status_code == 404
+        assert auditor.get("/audit/dbt-docs/../dashboard/refreshed_at").status_code == 404
+        assert login(app, "coord").get("/audit/dbt-docs/index.html").status_code == 403
+        assert client(app).get("/audit/dbt-docs/index.html", follow_redirects=False).status_code == 401
+    finally:
+        if not existed:
+            shutil.rmtree(docs, ignore_errors=True)

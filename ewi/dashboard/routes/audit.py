@@ -118,6 +118,17 @@ def audit_methods(user: AuditorUser, request: Request, week: str = ""):
                 cells={(a["area_code"], a["indicator"], a["method"]): a for a in found})
 
 
+@router.get("/dbt-docs/{path:path}")
+def audit_dbt_docs(user: AuditorUser, path: str):
+    """dbt's docs site (index.html, manifest.json, catalog.json) as the last build left it, served to
+    auditors like the Data Docs: behind the login, never cached, never framed (security.access)."""
+    root = lineage.docs_dir().resolve()
+    target = (root / (path or "index.html")).resolve()
+    if not target.is_relative_to(root) or not target.is_file():
+        return Response("not found", status_code=404)
+    return FileResponse(target)
+
+
 @router.get("/docs/{path:path}")
 def audit_docs(user: AuditorUser, path: str):
     root = _docs_root()

@@ -28,7 +28,9 @@ SESSION_ABSOLUTE_SECONDS = 12 * 3600
 HSTS = "max-age=31536000"  # a year; no includeSubDomains: the municipality's other hosts are not ours to pin
 NO_STORE = {"Cache-Control": "no-store"}
 #: paths answered 401 rather than sent to the login page: what a page loads, not what a person opens
-_NOT_PAGES = ("/export/", "/chart/", "/api/", "/audit/docs/")
+_NOT_PAGES = ("/export/", "/chart/", "/api/", "/audit/docs/", "/audit/dbt-docs/")
+#: the generated documentation sites (GX Data Docs, dbt docs): their own inline scripts and styles
+_DOC_SITES = ("/audit/docs/", "/audit/dbt-docs/")
 
 
 class LoginRequired(Exception):
@@ -122,8 +124,8 @@ def install(app: FastAPI, forbidden_page) -> None:
     @app.middleware("http")
     async def security_headers(request: Request, call_next):
         response = await call_next(request)
-        if request.url.path.startswith("/audit/docs/"):
-            # GX Data Docs pages carry their own inline scripts and styles
+        if request.url.path.startswith(_DOC_SITES):
+            # GX Data Docs and dbt docs pages carry their own inline scripts and styles
             csp = "default-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'"
         else:
             csp = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"
