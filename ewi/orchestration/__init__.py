@@ -7,7 +7,8 @@ testable without a scheduler. One module per concern:
 - ingest_tasks:    ewi_ingest: which files a run takes, chunks, write-audit-publish, announcements
 - transform_tasks: ewi_transform and ewi_dashboard_refresh: debounce, dbt build, dashboard refresh
 - callbacks:       failures and retries recorded in audit.pipeline_events and notified
-- notify:          the notifiers (log, SMTP, webhook)
+- notify:          the notifiers of pipeline failures (log, SMTP, webhook)
+- people_notices:  messages to people: new signals to coordinators, quarantines to data engineers
 - landing:         when a delivery in the landing folder is ready, and where ingested files go
 - triggers:        the landing folder's event trigger (run by the triggerer)
 - airflow_env, local_airflow: a local Airflow for EWI (`ewi airflow ...`)
