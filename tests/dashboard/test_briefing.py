@@ -94,10 +94,11 @@ def test_the_briefing_lists_the_open_signals_and_no_small_count(signal_warehouse
     assert 1 <= len(pages) <= 2 and all(p.stat().st_size > 10_000 for p in pages)
 
 
-def test_a_week_that_is_no_iso_week_is_a_usage_error(signal_warehouse, tmp_path):  # noqa: F811
+def test_a_week_that_is_no_iso_week_is_a_usage_error(signal_warehouse, tmp_path, capsys):  # noqa: F811
     from ewi import cli
 
     assert cli.main(["briefing", "--out", str(tmp_path / "b.pdf"), "--week", "2026-W60"]) == 2
+    assert "ISO week, YYYY-Www" in capsys.readouterr().err
     assert not (tmp_path / "b.pdf").exists()
 
 
