@@ -140,7 +140,7 @@ def airflow_stack(tmp_path_factory, request):
     """Start a local Airflow for one test; stopped (and its database dropped) even on failure."""
     stacks = []
 
-    def start(executor: str = "LocalExecutor") -> Stack:
+    def start(executor: str = "LocalExecutor", extra_env: dict[str, str] | None = None) -> Stack:
         home = tmp_path_factory.mktemp(f"event-driven-{executor.lower()}")
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "EWI_", "OPENLINEAGE"))}
         env.update({
@@ -150,6 +150,7 @@ def airflow_stack(tmp_path_factory, request):
             "EWI_LANDING_POLL_SECONDS": "1",
             "EWI_LANDING_SETTLE_SECONDS": "2",
             "EWI_TRANSFORM_QUIET_SECONDS": "3",
+            **(extra_env or {}),
         })
         metadata_db = None
         if _machine_pg():

@@ -183,9 +183,11 @@ def airflow_env() -> dict[str, str]:
                  "EWI_LINEAGE_NAMESPACE"):
         if os.environ.get(name):
             env[name] = os.environ[name]
-    # Settings the DAGs, the watcher and the callbacks read in Airflow's processes.
+    # Settings the DAGs, the watcher and the callbacks read in Airflow's processes, and the
+    # connections given in the environment (the SMTP notifier's mail server among them).
     for name, value in os.environ.items():
-        if name.startswith(("EWI_LANDING_", "EWI_TRANSFORM_", "EWI_NOTIFY", "EWI_NOTIFIER")):
+        if name.startswith(("EWI_LANDING_", "EWI_TRANSFORM_", "EWI_NOTIFY", "EWI_NOTIFIER", "EWI_SIGNAL_",
+                            "EWI_ENGINEER_", "EWI_DASHBOARD_URL", "AIRFLOW_CONN_")):
             env[name] = value
     return env
 
