@@ -11,6 +11,7 @@ published explanations and labels name, no number from 1 to 4 stands alone in th
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -118,36 +119,86 @@ def test_a_coordinator_downloads_the_briefing_logged_as_an_export(signal_warehou
     assert anonymous.status_code in (303, 401) and not anonymous.content.startswith(b"%PDF")
 
 
-def test_a_publish_leaves_dbt_docs_and_the_briefings_served_to_auditors(signal_warehouse, app):  # noqa: F811
-    """What the transform DAG runs after a publish (and so `make demo`): dbt's docs site with its
-    manifest and catalog where the lineage page reads them, and the week's briefing in both
-    languages; the docs site is served to auditors only, never cached, never framed."""
+@pytest.fixture(scope="module")
+def after_publish(signal_warehouse):  # noqa: F811
+    """What the transform DAG runs after a publish, on the signal warehouse; $EWI_HOME/dbt-docs removed
+    afterwards when it was not there before (other modules' lineage tests expect to write it)."""
     from ewi.dashboard import lineage
     from ewi.orchestration import transform_tasks
-    from tests.dashboard.helpers import client, login
 
     docs = lineage.docs_dir()
     existed = docs.exists()
     try:
-        done = transform_tasks.after_publish()
-        assert done["dbt_docs"]["success"], done
-        assert {"index.html", "manifest.json", "catalog.json"} <= {p.name for p in docs.iterdir()}
-        assert [Path(p).name[-6:] for p in done["briefings"]] == ["sv.pdf", "en.pdf"]
-        assert all(Path(p).read_bytes().startswith(b"%PDF") for p in done["briefings"])
-
-        auditor = login(app, "audit")
-        lineage_page = auditor.get("/audit/lineage")
-        assert 'href="/audit/dbt-docs/index.html"' in lineage_page.text and "id=\"no-manifest\"" not in lineage_page.text
-        site = auditor.get("/audit/dbt-docs/index.html")
-        assert site.status_code == 200 and "dbt" in site.text.lower()
-        assert site.headers["cache-control"] == "no-store"
-        assert "frame-ancestors 'none'" in site.headers["content-security-policy"]
-        manifest = auditor.get("/audit/dbt-docs/manifest.json")
-        assert manifest.status_code == 200 and "model.ewi.area_signals" in manifest.json()["nodes"]
-        assert auditor.get("/audit/dbt-docs/..%2F..%2Fusers.json").status_code == 404
-        assert auditor.get("/audit/dbt-docs/../dashboard/refreshed_at").status_code == 404
-        assert login(app, "coord").get("/audit/dbt-docs/index.html").status_code == 403
-        assert client(app).get("/audit/dbt-docs/index.html", follow_redirects=False).status_code == 401
+        yield transform_tasks.after_publish()
     finally:
         if not existed:
             shutil.rmtree(docs, ignore_errors=True)
+
+
+def test_a_publish_leaves_dbt_docs_and_the_briefings_served_to_auditors(after_publish, app):  # noqa: F811
+    """What the transform DAG runs after a publish (and so `make demo`): dbt's docs site with its
+    manifest and catalog where the lineage page reads them, and the week's briefing in both
+    languages; the docs site is served to auditors only, never cached, never framed."""
+    from ewi.dashboard import lineage
+    from tests.dashboard.helpers import client, login
+
+    done = after_publish
+    assert done["dbt_docs"]["success"], done
+    assert {"index.html", "manifest.json", "catalog.json"} <= {p.name for p in lineage.docs_dir().iterdir()}
+    assert [Path(p).name[-6:] for p in done["briefings"]] == ["sv.pdf", "en.pdf"]
+    assert all(Path(p).read_bytes().startswith(b"%PDF") for p in done["briefings"])
+
+    auditor = login(app, "audit")
+    lineage_page = auditor.get("/audit/lineage")
+    assert 'href="/audit/dbt-docs/index.html"' in lineage_page.text and 'id="no-manifest"' not in lineage_page.text
+    site = auditor.get("/audit/dbt-docs/index.html")
+    assert site.status_code == 200 and "dbt" in site.text.lower()
+    assert site.headers["cache-control"] == "no-store"
+    assert "frame-ancestors 'none'" in site.headers["content-security-policy"]
+    manifest = auditor.get("/audit/dbt-docs/manifest.json")
+    assert manifest.status_code == 200 and "model.ewi.area_signals" in manifest.json()["nodes"]
+    assert auditor.get("/audit/dbt-docs/..%2F..%2Fusers.json").status_code == 404
+    assert auditor.get("/audit/dbt-docs/../dashboard/refreshed_at").status_code == 404
+    assert login(app, "coord").get("/audit/dbt-docs/index.html").status_code == 403
+    assert client(app).get("/audit/dbt-docs/index.html", follow_redirects=False).status_code == 401
+
+
+def test_browser_dbt_docs_for_an_auditor_and_the_briefing_for_a_coordinator(after_publish, signal_warehouse,  # noqa: F811
+                                                                           browser):
+    """In Chromium, under the dashboard's real headers: the auditor opens the dbt docs site from the
+    lineage page and reads a model; the coordinator downloads the briefing from the overview.
+    Screenshots and the download under the pytest basetemp, artifacts/."""
+    from tests.dashboard.helpers import PASSWORDS, serve, stop
+
+    artifacts = signal_warehouse["artifacts"]
+    artifacts.mkdir(parents=True, exist_ok=True)
+    with open(artifacts / "briefing-dashboard-stderr.txt", "w") as err:
+        proc, url = serve(dict(os.environ), err)
+    try:
+        for user in ("audit", "coord"):
+            context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+            page = context.new_page()
+            blocked = []
+            page.on("console", lambda m, blocked=blocked: blocked.append(m.text) if "script" in m.text.lower()
+                    and "Content Security Policy" in m.text else None)
+            page.goto(url + "/?lang=en")
+            page.fill("#username", user)
+            page.fill("#password", PASSWORDS[user])
+            page.click("#login-submit")
+            page.wait_for_load_state()
+            if user == "audit":
+                page.goto(url + "/audit/lineage?lang=en")
+                page.click("#dbt-docs-link")
+                page.goto(page.url + "#!/model/model.ewi.area_signals")
+                page.wait_for_selector("text=One row per signal", timeout=30_000)
+                page.screenshot(path=str(artifacts / "dbt-docs-area_signals.png"))
+                assert blocked == []
+            else:
+                with page.expect_download() as download:
+                    page.click("#export-briefing")
+                saved = artifacts / download.value.suggested_filename
+                download.value.save_as(saved)
+                assert saved.read_bytes().startswith(b"%PDF") and saved.name.startswith("ewi_briefing_")
+            context.close()
+    finally:
+        stop(proc)

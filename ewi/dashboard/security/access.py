@@ -126,7 +126,7 @@ def install(app: FastAPI, forbidden_page) -> None:
         response = await call_next(request)
         if request.url.path.startswith(_DOC_SITES):
             # GX Data Docs and dbt docs pages carry their own inline scripts and styles
-            csp = "default-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'"
+            csp = "default-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; frame-ancestors 'none'"
         else:
             csp = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"
         response.headers.setdefault("Content-Security-Policy", csp)
