@@ -412,6 +412,19 @@ def unit_tests() -> dict:
     return {"success": bool(res.success) and not failures, "counts": _counts(nodes), "failures": failures}
 
 
+def source_freshness() -> list[dict]:
+    """`dbt source freshness`: per raw table, dbt's verdict (pass, warn, error, runtime error) on
+    the freshness sources.yml declares, and the age in hours of its newest published row."""
+    res = _invoke(["source", "freshness", "--select", "source:raw"])
+    verdicts = []
+    for r in getattr(res.result, "results", None) or []:
+        node = getattr(r, "node", None)
+        age = getattr(r, "age", None)
+        verdicts.append({"source": getattr(node, "name", "?"), "status": str(getattr(r.status, "value", r.status)),
+                         "age_hours": None if age is None else round(age / 3600, 1)})
+    return verdicts
+
+
 def docs(out_dir: Path | None = None) -> dict:
     """`dbt docs generate` against the published marts, copied to $EWI_HOME/dbt-docs/ (or out_dir)
     for the auditors' lineage view."""

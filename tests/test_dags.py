@@ -16,7 +16,7 @@ import pytest
 from ewi import config
 from ewi.orchestration import assets, callbacks, dag_defaults, ingest_tasks, transform_tasks
 
-EXPECTED_DAGS = {"ewi_ingest", "ewi_transform", "ewi_dashboard_refresh"}
+EXPECTED_DAGS = {"ewi_ingest", "ewi_transform", "ewi_dashboard_refresh", "ewi_freshness"}
 DAG_FILES = sorted(config.DAGS_DIR.glob("*.py"))
 FORBIDDEN_AT_PARSE = ("great_expectations", "dbt", "pandas")
 

@@ -151,3 +151,28 @@ def test_a_webhook_that_fails_does_not_stop_the_mail(monkeypatch, smtp_server):
     assert people_notices.send(message) == ["SmtpNotifier"]
     assert len(smtp_server.mails) == 1
 
+
+
+def test_a_late_source_reaches_the_data_engineers_from_dbt_source_freshness(
+        db, tmp_path, monkeypatch, smtp_server, webhook):
+    """Every source delivered, referrals' newest row published ten days ago (past the 8 days
+    sources.yml declares): dbt's source freshness warns, and the message names referrals only."""
+    from ewi.ingest import ingest_files
+
+    url, received = webhook
+    monkeypatch.setenv("EWI_ENGINEER_EMAIL_TO", "data-team@example.org")
+    monkeypatch.setenv("EWI_ENGINEER_WEBHOOK_URL", url)
+    period = "2033-W20"
+    for source in ("school_absence", "referrals", "contacts"):
+        [result] = ingest_files([extracts.write(tmp_path, source, period)])
+        assert result.status == "published", result.reason
+    # Ten days pass for referrals: its rows were published then, as far as freshness can tell.
+    db.execute("update raw.referrals set published_at = published_at - interval '10 days'")
+
+    assert people_notices.notify_late_sources() == ["SmtpNotifier", "WebhookNotifier"]
+
+    [(_, mail)] = smtp_server.mails
+    assert mail["Subject"] == "[EWI] Sena leveranser / Late deliveries: referrals"
+    [hook] = received
+    assert "- referrals: warn, newest published row 10.0 days old" in hook["text"]
+    assert "contacts" not in hook["text"] and "school_absence" not in hook["text"]

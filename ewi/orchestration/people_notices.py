@@ -189,3 +189,28 @@ def quarantine_message(results: list[dict[str, Any]], base_url: str | None = Non
 def notify_quarantined(results: list[dict[str, Any]], context: Any = None) -> list[str]:
     message = quarantine_message(results)
     return send(message, context) if message else []
+
+
+# --- late deliveries ----------------------------------------------------------------------------
+
+def late_message(verdicts: list[dict[str, Any]], base_url: str | None = None) -> Message | None:
+    """One message naming the sources dbt's source freshness finds late (warn or error)."""
+    late = [v for v in verdicts if v.get("status") in ("warn", "error")]
+    if not late:
+        return None
+    base = base_url or dashboard_url()
+    lines = ["Sena leveranser / Late deliveries (dbt source freshness):", ""]
+    for v in late:
+        days = "?" if v.get("age_hours") is None else f"{v['age_hours'] / 24:.1f}"
+        lines.append(f"- {v['source']}: {v['status']}, newest published row {days} days old")
+    lines += ["", f"Leveransstatus / Load status: {base}/"]
+    return Message("engineer", f"[EWI] Sena leveranser / Late deliveries: {', '.join(v['source'] for v in late)}",
+                   "\n".join(lines) + "\n")
+
+
+def notify_late_sources(context: Any = None) -> list[str]:
+    """Run dbt's source freshness and tell the data engineers of the late sources, if any."""
+    from ewi import transform
+
+    message = late_message(transform.source_freshness())
+    return send(message, context) if message else []
