@@ -15,14 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.dashboard.helpers import PASSWORDS, SECRET, login
+from tests.dashboard.helpers import PASSWORDS, dashboard_environment, login, rows
 
 TEST_DB = "ewi_dashboard_test"
 WEEKS = 20
 STALE_SOURCE, STALE_WEEKS = "contacts", 3
 QUARANTINED_SOURCE = "referrals"
 CHROMIUM = "/usr/bin/chromium"
-ENV_KEYS = ("EWI_WAREHOUSE_DB", "EWI_DASHBOARD_USERS", "EWI_DASHBOARD_SECRET")
 
 
 def _correction_out_of_range(original: Path) -> Path:
@@ -42,13 +41,17 @@ def _correction_out_of_range(original: Path) -> Path:
 
 @pytest.fixture(scope="package")
 def dashboard_warehouse(warehouse_ready, tmp_path_factory):
+    with dashboard_environment(TEST_DB, tmp_path_factory.mktemp("dash-users") / "users.json"):
+        yield _build(tmp_path_factory)
+    import ewi.dashboard
+
+    ewi.dashboard.refresh()
+
+
+def _build(tmp_path_factory) -> dict:
     from ewi import cli, warehouse
     from ewi.dashboard import users
 
-    saved = {k: os.environ.get(k) for k in ENV_KEYS}
-    users_path = tmp_path_factory.mktemp("dash-users") / "users.json"
-    os.environ.update({"EWI_WAREHOUSE_DB": TEST_DB, "EWI_DASHBOARD_USERS": str(users_path),
-                       "EWI_DASHBOARD_SECRET": SECRET})
     out = tmp_path_factory.mktemp("dash-synth")
     assert cli.main(["synth", "--out", str(out), "--weeks", str(WEEKS), "--seed", "3"]) == 0
     deliveries = sorted(out.glob("*.csv"))
@@ -65,16 +68,8 @@ def dashboard_warehouse(warehouse_ready, tmp_path_factory):
 
     ewi.dashboard.refresh()
     dsn = warehouse.dsn(TEST_DB)
-    from tests.dashboard.helpers import rows
-
     latest = rows(dsn, "select max(week_start) as w from published.area_weekly_indicators")[0]["w"]
-    yield {"dsn": dsn, "latest": latest, "home": Path(os.environ["EWI_HOME"]), "synth": out}
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    ewi.dashboard.refresh()
+    return {"dsn": dsn, "latest": latest, "home": Path(os.environ["EWI_HOME"]), "synth": out}
 
 
 @pytest.fixture(scope="package")

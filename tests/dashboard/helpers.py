@@ -3,13 +3,16 @@ pages are checked against, and serving the dashboard as `ewi dashboard` does."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
 import time
+from contextlib import AbstractContextManager
 from datetime import date
 from html.parser import HTMLParser
 from pathlib import Path
+from unittest import mock
 
 import httpx
 import psycopg
@@ -79,6 +82,16 @@ def parse(html: str) -> Node:
     builder = _TreeBuilder()
     builder.feed(html)
     return builder.root
+
+
+# ---------------------------------------------------------------- the environment the dashboard reads
+
+
+def dashboard_environment(database: str, users_file: Path) -> AbstractContextManager:
+    """The warehouse database, users file and session secret the dashboard (this process's and the
+    ones it starts) reads, set until the block ends and then as they were."""
+    return mock.patch.dict(os.environ, {"EWI_WAREHOUSE_DB": database, "EWI_DASHBOARD_USERS": str(users_file),
+                                        "EWI_DASHBOARD_SECRET": SECRET})
 
 
 # ---------------------------------------------------------------- clients

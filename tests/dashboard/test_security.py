@@ -21,10 +21,9 @@ import httpx
 import psycopg
 import pytest
 
-from tests.dashboard.helpers import access_log, serve, stop
+from tests.dashboard.helpers import access_log, dashboard_environment, serve, stop
 
 TEST_DB = "ewi_dashboard_security_test"
-SECRET = "security-test-secret-0123456789abcdef"
 PASSWORDS = {"coord": "coord-pass-123", "audit": "audit-pass-123", "broken": "broken-pass-123"}
 # A users-file entry damaged by hand: the right shape, but a digest of nothing and a 3-byte salt.
 MALFORMED_HASH = "scrypt$16384$8$1$c2FsdA==$"
@@ -36,24 +35,14 @@ def env(warehouse_ready, tmp_path_factory):
     users file, a Data Docs page, and the environment the dashboard process reads."""
     from ewi import warehouse, warehouse_init
 
-    saved_db = os.environ.get("EWI_WAREHOUSE_DB")
-    os.environ["EWI_WAREHOUSE_DB"] = TEST_DB
-    warehouse_init.init_warehouse()
-    owner_dsn = warehouse.dsn(TEST_DB)
     users_path = tmp_path_factory.mktemp("security-users") / "users.json"
-    saved = {k: os.environ.get(k) for k in ("EWI_DASHBOARD_USERS", "EWI_DASHBOARD_SECRET")}
-    saved["EWI_WAREHOUSE_DB"] = saved_db
-    os.environ.update({"EWI_WAREHOUSE_DB": TEST_DB, "EWI_DASHBOARD_USERS": str(users_path),
-                       "EWI_DASHBOARD_SECRET": SECRET})
-    docs = Path(os.environ["EWI_HOME"]) / "gx" / "data_docs" / "security-test" / "page.html"
-    docs.parent.mkdir(parents=True, exist_ok=True)
-    docs.write_text("<html><body><h1>GX validation page</h1></body></html>", encoding="utf-8")
-    yield {"dsn": owner_dsn, "users_path": users_path, "docs": "/audit/docs/data_docs/security-test/page.html"}
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with dashboard_environment(TEST_DB, users_path):
+        warehouse_init.init_warehouse()
+        docs = Path(os.environ["EWI_HOME"]) / "gx" / "data_docs" / "security-test" / "page.html"
+        docs.parent.mkdir(parents=True, exist_ok=True)
+        docs.write_text("<html><body><h1>GX validation page</h1></body></html>", encoding="utf-8")
+        yield {"dsn": warehouse.dsn(TEST_DB), "users_path": users_path,
+               "docs": "/audit/docs/data_docs/security-test/page.html"}
 
 
 @pytest.fixture(autouse=True)
