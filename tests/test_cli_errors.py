@@ -101,20 +101,18 @@ def build_lock_held(own_database):
         yield conn
 
 
-def test_a_lock_wait_that_runs_out_is_an_answer_with_exit_7(own_database, build_lock_held):
-    # PostgreSQL's own limit on lock waits, set the documented libpq way
-    result = ewi("transform", "--json", env={**own_database, "PGOPTIONS": "-c lock_timeout=500"})
-    assert result.returncode == EXIT_LOCK_TIMEOUT, result.stderr[-2000:]
+# PostgreSQL's own limits on lock waits and statements, set the documented libpq way
+@pytest.mark.parametrize(("pgoptions", "exit_code", "code", "words"), [
+    pytest.param("-c lock_timeout=500", EXIT_LOCK_TIMEOUT, "lock_timeout", "another run holds the lock",
+                 id="a-lock-wait-that-runs-out-exits-7"),
+    pytest.param("-c statement_timeout=500", EXIT_TIMEOUT, "timeout", "time limit",
+                 id="a-statement-time-limit-exits-6"),
+])
+def test_a_time_limit_that_runs_out_is_an_answer_with_its_exit_code(own_database, build_lock_held, pgoptions,
+                                                                     exit_code, code, words):
+    result = ewi("transform", "--json", env={**own_database, "PGOPTIONS": pgoptions})
+    assert result.returncode == exit_code, result.stderr[-2000:]
     [line] = json_lines(result.stdout)
-    assert line["status"] == "error" and line["code"] == "lock_timeout"
-    assert "another run holds the lock" in line["reason"]
-    assert "Traceback" not in result.stderr
-
-
-def test_a_statement_time_limit_is_an_answer_with_exit_6(own_database, build_lock_held):
-    result = ewi("transform", "--json", env={**own_database, "PGOPTIONS": "-c statement_timeout=500"})
-    assert result.returncode == EXIT_TIMEOUT, result.stderr[-2000:]
-    [line] = json_lines(result.stdout)
-    assert line["status"] == "error" and line["code"] == "timeout"
-    assert "time limit" in line["reason"]
+    assert line["status"] == "error" and line["code"] == code
+    assert words in line["reason"]
     assert "Traceback" not in result.stderr
