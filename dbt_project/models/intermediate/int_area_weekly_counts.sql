@@ -12,11 +12,7 @@
     ['int_absence_person_weeks', 'processed_at'],
     ['int_person_signal_weeks', 'processed_at'],
 ] -%}
-{{ config(
-    materialized='incremental',
-    indexes=[{'columns': ['week_start']}, {'columns': ['processed_at']}],
-    meta={'reprocess_inputs': reprocess_inputs},
-) }}
+{{ reprocessed_by_week(reprocess_inputs) }}
 
 with reprocess as (
     {{ reprocess_start(reprocess_inputs) }}

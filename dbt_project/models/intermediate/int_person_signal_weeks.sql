@@ -9,13 +9,7 @@
     ['int_pupil_weeks', 'published_at'],
     ['int_absence_person_weeks', 'processed_at'],
 ] -%}
-{#- Indexes: the reprocessing window's max(week_start) / max(processed_at), its delete and the
-    tests of the rows a build wrote (macros/test_scope.sql) read a few weeks, not the history. -#}
-{{ config(
-    materialized='incremental',
-    indexes=[{'columns': ['week_start']}, {'columns': ['processed_at']}],
-    meta={'reprocess_inputs': reprocess_inputs},
-) }}
+{{ reprocessed_by_week(reprocess_inputs) }}
 
 with reprocess as (
     {{ reprocess_start(reprocess_inputs) }}

@@ -10,11 +10,7 @@
 -- published_at).
 -- depends_on: {{ ref('stg_batches') }}
 {%- set reprocess_inputs = [] -%}
-{{ config(
-    materialized='incremental',
-    indexes=[{'columns': ['week_start']}, {'columns': ['published_at']}, {'columns': ['processed_at']}],
-    meta={'reprocess_inputs': reprocess_inputs},
-) }}
+{{ reprocessed_by_week(reprocess_inputs, indexed=['week_start', 'published_at', 'processed_at']) }}
 
 with reprocess as (
     {{ reprocess_start(reprocess_inputs) }}
