@@ -68,3 +68,16 @@ def test_console_script_and_warehouse_url(ewi_home):
     ewi = os.path.join(os.path.dirname(sys.executable), "ewi")
     out = subprocess.run([ewi, "warehouse", "url"], capture_output=True, text=True, check=True, env=os.environ)
     assert out.stdout.startswith("postgresql://")
+
+
+def test_dbt_env_lets_dbt_reach_the_warehouse(ewi_home):
+    """`make lint` evaluates `ewi warehouse dbt-env` in its shell so that sqlfluff's dbt templater
+    reaches the warehouse through dbt_project/profiles.yml: dbt's own connection check must pass."""
+    from ewi import config
+
+    bin_dir = os.path.dirname(sys.executable)
+    script = (f'eval "$("{bin_dir}/ewi" warehouse dbt-env)" && "{bin_dir}/dbt" debug --connection '
+              f'--project-dir "{config.DBT_PROJECT_DIR}" --profiles-dir "{config.DBT_PROJECT_DIR}"')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EWI_PG_")}
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0 and "All checks passed" in out.stdout, out.stdout[-2000:]
