@@ -21,3 +21,19 @@
     {%- endfor -%}
     {{ config(materialized='incremental', indexes=indexes, meta={'reprocess_inputs': reprocess_inputs}) }}
 {%- endmacro %}
+
+{#- The first two CTEs of every per-person model: where reprocessing starts, and the weeks it
+    recomputes (`school_weeks_only`: only weeks the school source covers). Inputs are cut with the
+    scalar subquery (select from_week from reprocess), never a join, so PostgreSQL reads them through
+    their week_start index. -#}
+{% macro reprocessed_weeks(reprocess_inputs, school_weeks_only=false) -%}
+reprocess as (
+    {{ reprocess_start(reprocess_inputs) }}
+),
+
+weeks as (
+    select w.week_start
+    from {{ ref('int_weeks') }} as w
+    where w.week_start >= (select from_week from reprocess){{ ' and w.has_school_data' if school_weeks_only }}
+)
+{%- endmacro %}

@@ -7,15 +7,7 @@
 {%- set reprocess_inputs = [['int_pupil_weeks', 'published_at']] -%}
 {{ reprocessed_by_week(reprocess_inputs) }}
 
-with reprocess as (
-    {{ reprocess_start(reprocess_inputs) }}
-),
-
-weeks as (
-    select w.week_start
-    from {{ ref('int_weeks') }} as w
-    where w.week_start >= (select from_week from reprocess) and w.has_school_data
-),
+with {{ reprocessed_weeks(reprocess_inputs, school_weeks_only=true) }},
 
 -- A scalar subquery, not a join with `reprocess`: PostgreSQL then reads only these weeks through
 -- the week_start index instead of the whole history.

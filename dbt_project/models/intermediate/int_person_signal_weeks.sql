@@ -11,15 +11,7 @@
 ] -%}
 {{ reprocessed_by_week(reprocess_inputs) }}
 
-with reprocess as (
-    {{ reprocess_start(reprocess_inputs) }}
-),
-
-weeks as (
-    select w.week_start
-    from {{ ref('int_weeks') }} as w
-    where w.week_start >= (select from_week from reprocess)
-),
+with {{ reprocessed_weeks(reprocess_inputs) }},
 
 -- Every input is cut to the weeks the recomputed weeks' 12-week windows reach, in each branch and as
 -- a scalar subquery: PostgreSQL pushes neither a join with `reprocess` nor a subquery through a
