@@ -251,13 +251,15 @@ def overview(conn: psycopg.Connection, week: date) -> tuple[list[OverviewRow], d
 # ---------------------------------------------------------------- one area
 
 
-def area_view(conn: psycopg.Connection, area_code: str, weeks: int) -> dict | None:
+def area_view(conn: psycopg.Connection, area_code: str, weeks: int, until: date | None = None) -> dict | None:
     """What the area page, its charts and its export show: the area's published weeks up to the
-    latest complete one (`weeks` of them), with the municipality's rates, the 12-week rolling rate,
-    the same week a year earlier and the alerts; None when the area has no published rows."""
+    latest complete one, or to `until` when that is earlier (`weeks` of them), with the
+    municipality's rates, the 12-week rolling rate, the same week a year earlier and the alerts;
+    None when the area has no published rows."""
     latest = latest_complete_week(conn)
     if latest is None:
         return None
+    latest = min(latest, until) if until else latest
     since = latest - timedelta(weeks=weeks - 1)
     rows = [r for r in weekly(conn, area_code=area_code, since=since - timedelta(weeks=53))
             if r["week_start"] <= latest]

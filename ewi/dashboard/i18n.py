@@ -51,8 +51,18 @@ TEXT = {
         "export_csv": "Exportera CSV",
         "export_png": "Exportera PNG",
         "latest_week": "Senaste hela vecka",
-        "legend_muni": "Färg: jämfört med kommunen (rött = minst 50 % högre, orange = minst 15 % högre, "
-                       "blått = minst 15 % lägre).",
+        "legend_muni": "Färg och tecken: jämfört med kommunen (++ rött = minst 50 % högre, + orange = minst "
+                       "15 % högre, − blått = minst 15 % lägre).",
+        "time_range": "Tidsperiod",
+        "range_weeks": "{n} veckor",
+        "range_from": "Från vecka",
+        "range_to": "till vecka",
+        "range_shown": "Visar {first} – {last}",
+        "values_table": "Värden per vecka som tabell",
+        "level_high": "minst 50 % högre än kommunen",
+        "level_elevated": "minst 15 % högre än kommunen",
+        "level_low": "minst 15 % lägre än kommunen",
+        "alert_cell": "larm",
         "legend_trend": "Pil: jämfört med områdets egna 12 föregående veckor (▲ minst 20 % högre, "
                         "▼ minst 20 % lägre).",
         "legend_suppressed": "<5 = färre än fem personer; värdet visas inte av sekretesskäl.",
@@ -154,8 +164,18 @@ TEXT = {
         "export_csv": "Export CSV",
         "export_png": "Export PNG",
         "latest_week": "Latest complete week",
-        "legend_muni": "Colour: compared with the municipality (red = at least 50 % higher, orange = at least "
-                       "15 % higher, blue = at least 15 % lower).",
+        "legend_muni": "Colour and sign: compared with the municipality (++ red = at least 50 % higher, "
+                       "+ orange = at least 15 % higher, − blue = at least 15 % lower).",
+        "time_range": "Time range",
+        "range_weeks": "{n} weeks",
+        "range_from": "From week",
+        "range_to": "to week",
+        "range_shown": "Showing {first} – {last}",
+        "values_table": "Weekly values as a table",
+        "level_high": "at least 50 % higher than the municipality",
+        "level_elevated": "at least 15 % higher than the municipality",
+        "level_low": "at least 15 % lower than the municipality",
+        "alert_cell": "alert",
         "legend_trend": "Arrow: compared with the area's own previous 12 weeks (▲ at least 20 % higher, "
                         "▼ at least 20 % lower).",
         "legend_suppressed": "<5 = fewer than five people; the value is withheld for confidentiality.",

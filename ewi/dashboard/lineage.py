@@ -189,8 +189,9 @@ def render_svg(g: Graph) -> str:
         offset = (rows - len(col)) * (NODE_H + ROW_GAP) / 2
         for n in col:
             pos[n.id] = (MARGIN + layer * (NODE_W + COL_GAP), MARGIN + offset + n.order * (NODE_H + ROW_GAP))
+    # a group, not an image: an image's children are presentational, and the nodes are links
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" id="lineage-graph" width="{width}" height="{height}" '
-           f'viewBox="0 0 {width} {height}" role="img" aria-label="lineage" font-family="sans-serif" '
+           f'viewBox="0 0 {width} {height}" role="group" aria-label="lineage" font-family="sans-serif" '
            f'font-size="12">']
     for a, b in g.edges:
         (xa, ya), (xb, yb) = pos[a], pos[b]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 from urllib.parse import urlencode
@@ -32,6 +33,10 @@ def lang_of(request: Request) -> str:
     return request.session.get("lang", "sv")
 
 
+#: the sign shown with each colour of "compared with the municipality" (the legend explains both)
+LEVEL_SIGNS = {"high": "++", "elevated": "+", "low": "−"}
+
+
 def page(request: Request, name: str, lang: str, user: dict | None, status_code: int = 200,
          headers: dict | None = None, **context):
     def num(value, suppressed: bool = False, decimals: int = 1) -> str:
@@ -52,6 +57,8 @@ def page(request: Request, name: str, lang: str, user: dict | None, status_code:
         "indicators": INDICATORS,
         "lang_toggle_url": f"{request.url.path}?{urlencode(query)}",
         "freshness": None,
+        # compared with the municipality: a sign beside the colour, so colour never carries it alone
+        "level_signs": LEVEL_SIGNS,
     }
     base.update(context)
     return templates.TemplateResponse(request, name, base, status_code=status_code,
@@ -74,6 +81,32 @@ def indicator_param(value: str | None) -> str:
 
 def weeks_param(value: int | None) -> int:
     return max(4, min(int(value or DEFAULT_WEEKS), 260))
+
+
+#: the ranges a coordinator picks from on the overview and the area pages (or a from–to of weeks)
+RANGE_WEEKS = (12, 26, 52, 104)
+
+
+@dataclass(frozen=True)
+class WeekRange:
+    """The weeks a page, its charts and its export show: `weeks` of them up to `until` (None: up to
+    the latest complete week)."""
+
+    weeks: int
+    until: date | None = None
+
+    @property
+    def query(self) -> str:
+        return urlencode({"weeks": self.weeks, **({"to": fmt_week(self.until)} if self.until else {})})
+
+
+def range_param(weeks: int | None, start: str | None = None, end: str | None = None) -> WeekRange:
+    """?weeks=26, or ?from=2026-W10&to=2026-W30 (either as the week's Monday too); a from after its
+    to, or a week that is none, falls back to the weeks asked for (52 by default)."""
+    first, last = week_param(start or ""), week_param(end or "")
+    if first and last and first <= last:
+        return WeekRange(weeks_param((last - first).days // 7 + 1), last)
+    return WeekRange(weeks_param(weeks), last)
 
 
 def week_param(value: str) -> date | None:

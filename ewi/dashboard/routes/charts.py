@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import timedelta
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from ewi.dashboard import charts, data
 from ewi.dashboard.i18n import INDICATORS, fmt_week
 from ewi.dashboard.security.access import CoordinatorUser, record_access
-from ewi.dashboard.views import AREA_CODE, DEFAULT_WEEKS, image_response, lang_of, weeks_param
+from ewi.dashboard.views import AREA_CODE, image_response, lang_of, range_param
 
 router = APIRouter()
 FORMATS = ("svg", "png")
@@ -26,15 +26,18 @@ def _answer(body: bytes, fmt: str, user: dict, request: Request, filename: str, 
 
 
 @router.get("/chart/overview/{indicator}.{fmt}")
-def overview_chart(user: CoordinatorUser, request: Request, indicator: str, fmt: str):
+def overview_chart(user: CoordinatorUser, request: Request, indicator: str, fmt: str, weeks: int | None = None,
+                   end: str | None = Query(None, alias="to")):
     lang = lang_of(request)
+    span = range_param(weeks, None, end)
     if indicator not in INDICATORS or fmt not in FORMATS:
         return Response(status_code=404)
     with data.connect() as conn:
         week = data.latest_complete_week(conn)
         if week is None:
             return Response(status_code=404)
-        since = week - timedelta(weeks=DEFAULT_WEEKS - 1)
+        week = min(week, span.until) if span.until else week
+        since = week - timedelta(weeks=span.weeks - 1)
 
         def render() -> bytes:
             by_area: dict[tuple[str, str], list[dict]] = defaultdict(list)
@@ -45,20 +48,21 @@ def overview_chart(user: CoordinatorUser, request: Request, indicator: str, fmt:
                     if ind == indicator and w <= week}
             return charts.small_multiples(dict(by_area), muni, indicator, lang, fmt)
 
-        body = charts.cached(("overview", indicator, week, lang, fmt), render)
+        body = charts.cached(("overview", indicator, week, span.weeks, lang, fmt), render)
     return _answer(body, fmt, user, request, f"ewi_{indicator}_{fmt_week(week)}.png",
                    {"indicator": indicator, "week": str(week)})
 
 
 @router.get("/chart/area/{area_code}/{indicator}.{fmt}")
 def area_chart(user: CoordinatorUser, request: Request, area_code: str, indicator: str, fmt: str,
-               weeks: int | None = None):
+               weeks: int | None = None, end: str | None = Query(None, alias="to")):
     lang = lang_of(request)
-    weeks = weeks_param(weeks)
+    span = range_param(weeks, None, end)
+    weeks = span.weeks
     if indicator not in INDICATORS or fmt not in FORMATS or not AREA_CODE.match(area_code):
         return Response(status_code=404)
     with data.connect() as conn:
-        view = data.area_view(conn, area_code, weeks)
+        view = data.area_view(conn, area_code, weeks, span.until)
         if view is None:
             return Response(status_code=404)
 

@@ -3,13 +3,13 @@ before it is handed out."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from ewi.dashboard import briefing, data
 from ewi.dashboard.i18n import fmt_number, fmt_week, indicator_label, text
 from ewi.dashboard.security.access import CoordinatorUser, record_access
-from ewi.dashboard.views import AREA_CODE, csv_response, lang_of, weeks_param
+from ewi.dashboard.views import AREA_CODE, csv_response, lang_of, range_param
 
 router = APIRouter()
 
@@ -35,14 +35,16 @@ def overview_csv(user: CoordinatorUser, request: Request):
 
 
 @router.get("/export/area/{area_code}.csv")
-def area_csv(user: CoordinatorUser, request: Request, area_code: str, weeks: int | None = None):
+def area_csv(user: CoordinatorUser, request: Request, area_code: str, weeks: int | None = None,
+             end: str | None = Query(None, alias="to")):
     lang = lang_of(request)
     t = text(lang)
-    weeks = weeks_param(weeks)
+    span = range_param(weeks, None, end)
+    weeks = span.weeks
     if not AREA_CODE.match(area_code):
         return Response(status_code=404)
     with data.connect() as conn:
-        view = data.area_view(conn, area_code, weeks)
+        view = data.area_view(conn, area_code, weeks, span.until)
     if view is None:
         return Response(status_code=404)
     out: list[list] = [[t["week"], "area_code", t["area"], "indicator", t["numerator"], t["denominator"],
