@@ -52,6 +52,9 @@ def _audit(browser, server: str, username: str | None, paths: list[str]) -> dict
                 assert response.status == 200, path
                 page.wait_for_load_state("load")
                 found[f"{path} ({lang})"] = _violations(page)
+            name = "".join(ch if ch.isalnum() else "_" for ch in path).strip("_") or "overview"
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / f"axe_{username or 'anonymous'}_{name}.png"), full_page=True)
     finally:
         context.close()
     ARTIFACTS.mkdir(exist_ok=True)
