@@ -15,6 +15,8 @@ ISO_WEEK_PATTERN = r"^[0-9]{4}-W[0-9]{2}$"
 INT_PATTERN = r"^-?[0-9]{1,9}$"
 DATE_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 AREA_CODE_PATTERN = r"^[0-9]{4}[A-C][0-9]{4}$"
+#: The contract says only "text"; free text could carry names (docs/decisions.md).
+RECORD_ID_PATTERN = r"^[A-Za-z0-9_-]{1,40}$"
 
 #: Header names that betray a direct identifier (name, identity number, contact details). A file
 #: carrying such a column is rejected whole, whatever the column holds.
@@ -107,6 +109,14 @@ def _birth_year() -> Column:
     return Column("birth_year", "integer", "Year of birth.", pattern=INT_PATTERN)
 
 
+def _record_id(name: str, description: str) -> Column:
+    return Column(name, "text", description, pattern=RECORD_ID_PATTERN)
+
+
+def _event_date(name: str, description: str) -> Column:
+    return Column(name, "date", description, pattern=DATE_PATTERN)
+
+
 SCHOOL_ABSENCE = Source(
     name="school_absence",
     description="School information system, weekly: one row per pupil and ISO week.",
@@ -137,11 +147,9 @@ REFERRALS = Source(
     description="Social services case system (orosanmälningar), weekly: one row per report of concern.",
     system="social services case system",
     columns=(
-        Column("referral_id", "text", "Case system id of the report; unique across all deliveries.",
-               pattern=r"^[A-Za-z0-9_-]{1,40}$"),
+        _record_id("referral_id", "Case system id of the report; unique across all deliveries."),
         _pseudonym(),
-        Column("received_date", "date", "Date the report was received, inside the file's ISO week.",
-               pattern=DATE_PATTERN),
+        _event_date("received_date", "Date the report was received, inside the file's ISO week."),
         _area(),
         _birth_year(),
         Column("reporter_category", "text", "Who reported the concern.",
@@ -161,10 +169,9 @@ CONTACTS = Source(
     description="Police and outreach contact registers, weekly: one row per contact with a young person.",
     system="police and outreach contact registers",
     columns=(
-        Column("contact_id", "text", "Register id of the contact; unique across all deliveries.",
-               pattern=r"^[A-Za-z0-9_-]{1,40}$"),
+        _record_id("contact_id", "Register id of the contact; unique across all deliveries."),
         _pseudonym(),
-        Column("contact_date", "date", "Date of the contact, inside the file's ISO week.", pattern=DATE_PATTERN),
+        _event_date("contact_date", "Date of the contact, inside the file's ISO week."),
         _area(),
         _birth_year(),
         Column("contact_type", "text", "Kind of contact.",
