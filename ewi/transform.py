@@ -66,13 +66,15 @@ def _dbt_env() -> None:
     os.environ.update(warehouse.dbt_env())
 
 
-def _invoke(args: list[str], manifest=None, callbacks=None):
+def _invoke(args: list[str], manifest=None, callbacks=None, target_path: Path | None = None):
     """Run one dbt command in-process; its console output is switched off, its log file kept.
     With `manifest` (what `parse` returned) dbt skips parsing the project again; `callbacks` get
-    every dbt event (dbtRunner's documented hook)."""
+    every dbt event (dbtRunner's documented hook). `target_path` keeps a command's artifacts apart
+    from the builds' (the lineage page reads theirs)."""
     from dbt.cli.main import dbtRunner
 
     target, logs = _dbt_dirs()
+    target = target_path or target
     _dbt_env()
     project = str(config.DBT_PROJECT_DIR)
     res = dbtRunner(manifest=manifest, callbacks=callbacks or []).invoke(
@@ -415,7 +417,9 @@ def unit_tests() -> dict:
 def source_freshness() -> list[dict]:
     """`dbt source freshness`: per raw table, dbt's verdict (pass, warn, error, runtime error) on
     the freshness sources.yml declares, and the age in hours of its newest published row."""
-    res = _invoke(["source", "freshness", "--select", "source:raw"])
+    # Its own target folder: it may run while a build writes the manifest the lineage page reads.
+    res = _invoke(["source", "freshness", "--select", "source:raw"],
+                  target_path=_dbt_dirs()[0].parent / "freshness-target")
     verdicts = []
     for r in getattr(res.result, "results", None) or []:
         node = getattr(r, "node", None)
