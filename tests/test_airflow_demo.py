@@ -69,6 +69,10 @@ def test_demo_run_ingests_transforms_and_refreshes(demo_env):
     assert published > 0
     assert _source_asset_events(demo_env) > 0
     assert (Path(demo_env["EWI_HOME"]) / "dashboard" / "refreshed_at").exists()
+    # what the auditors' lineage page and dbt docs site read, and the week's briefing (after the publish)
+    docs = Path(demo_env["EWI_HOME"]) / "dbt-docs"
+    assert {"index.html", "manifest.json", "catalog.json"} <= {p.name for p in docs.glob("*")}
+    assert sorted(p.name[-6:] for p in (Path(demo_env["EWI_HOME"]) / "briefings").glob("*.pdf")) == ["en.pdf", "sv.pdf"]
 
 
 def test_a_rejected_delivery_triggers_nothing(demo_env):
