@@ -19,6 +19,10 @@ dbt unit tests (they test the models' SQL on fixed rows; `unit_tests()` runs the
 does, as dbt advises for development and CI) and, on an incremental build, the seeds when their
 files have not changed since they were loaded and tested (each seed table carries the checksum it
 was loaded from as its comment). Every data test runs on every build.
+
+Why one module of this length: the steps above share one dbt invocation, one connection and the
+build lock from start to publish; split across modules they would pass that state back and forth.
+The pieces that stand alone already live elsewhere (ewi.build_runs, ewi.locks, ewi.disclosure).
 """
 
 from __future__ import annotations

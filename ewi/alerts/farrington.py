@@ -27,6 +27,9 @@ Deliberate deviations from R (each small and documented here):
 - weeks with a missing count inside the limit54 window are skipped in that sum (R would give NA and so
   no alarm);
 - a week whose model fails to converge gets status `no_convergence` instead of an R warning.
+
+Why one module of this length: it follows R's two source files step for step, so that each step can
+be read beside its R original; split by size it would no longer map onto them.
 """
 
 from __future__ import annotations

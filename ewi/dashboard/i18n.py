@@ -1,4 +1,6 @@
-"""Labels in Swedish (the default: the coordinators' language) and English, and number formats."""
+"""Labels in Swedish (the default: the coordinators' language) and English, and number formats.
+
+Mostly the two languages' label tables: its length is text, not logic."""
 
 from __future__ import annotations
 
