@@ -176,3 +176,10 @@ def test_a_late_source_reaches_the_data_engineers_from_dbt_source_freshness(
     [hook] = received
     assert "- referrals: warn, newest published row 10.0 days old" in hook["text"]
     assert "contacts" not in hook["text"] and "school_absence" not in hook["text"]
+
+
+def test_a_warehouse_before_its_first_delivery_tells_nobody_of_late_sources():
+    """dbt finds an empty raw table not fresh (no newest row, no age); a new installation has
+    nothing late yet. (The local Airflow's first ewi_freshness run told of all three before.)"""
+    verdicts = [{"source": "contacts", "status": "error", "age_hours": None}]
+    assert people_notices.late_message(verdicts) is None

@@ -195,14 +195,14 @@ def notify_quarantined(results: list[dict[str, Any]], context: Any = None) -> li
 
 def late_message(verdicts: list[dict[str, Any]], base_url: str | None = None) -> Message | None:
     """One message naming the sources dbt's source freshness finds late (warn or error)."""
-    late = [v for v in verdicts if v.get("status") in ("warn", "error")]
+    # A source with no published row yet (a new installation) has no delivery to be late with.
+    late = [v for v in verdicts if v.get("status") in ("warn", "error") and v.get("age_hours") is not None]
     if not late:
         return None
     base = base_url or dashboard_url()
     lines = ["Sena leveranser / Late deliveries (dbt source freshness):", ""]
     for v in late:
-        days = "?" if v.get("age_hours") is None else f"{v['age_hours'] / 24:.1f}"
-        lines.append(f"- {v['source']}: {v['status']}, newest published row {days} days old")
+        lines.append(f"- {v['source']}: {v['status']}, newest published row {v['age_hours'] / 24:.1f} days old")
     lines += ["", f"Leveransstatus / Load status: {base}/"]
     return Message("engineer", f"[EWI] Sena leveranser / Late deliveries: {', '.join(v['source'] for v in late)}",
                    "\n".join(lines) + "\n")
