@@ -24,7 +24,7 @@ from ewi.dashboard.i18n import fmt_number, fmt_week, indicator_label, source_lab
 PAGE = (8.27, 11.69)
 CHART_WEEKS = 26
 CHARTS_FIRST_PAGE = 2
-CHARTS_SECOND_PAGE = 4
+CHARTS_SECOND_PAGE = 3
 #: What a trend chart shows apart from colour: the area as a line with dots, the municipality dashed,
 #: alert weeks as triangles (meaning not carried by colour alone).
 AREA_STYLE = {"color": "#1f4e79", "marker": "o", "markersize": 2.5, "linewidth": 1.4}
@@ -134,10 +134,10 @@ def _render(week: date | None, lang: str, open_now: list[dict], status: list, ch
                     f"{t['briefing_open_since'].format(week=s['first_week'])}, "
                     f"{t['signal_latest'].lower()} {s['last_alert_week']}")
             first.text(0.08, y, line, fontsize=8)
-        # the charts with their explanations: two on the first page, up to four on the second
+        # the charts with their explanations: two on the first page, up to three on the second
         slots = [(first, 0.345 - i * 0.25) for i in range(CHARTS_FIRST_PAGE)]
         if pages == 2:
-            slots += [(figures[1], 0.72 - i * 0.225) for i in range(CHARTS_SECOND_PAGE)]
+            slots += [(figures[1], 0.70 - i * 0.30) for i in range(CHARTS_SECOND_PAGE)]
         for (fig, bottom), (s, series) in zip(slots, charts, strict=False):
             fig.text(0.06, bottom + 0.205, f"{s['area_name']} – {indicator_label(s['indicator'], lang)}",
                      fontsize=9, weight="bold")
