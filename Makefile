@@ -56,7 +56,8 @@ lint: install
 test: install system-deps lint
 	@echo "==> [test] pytest"
 	mkdir -p $(EWI_HOME)
-	$(BIN)/pytest -q --basetemp=$(EWI_HOME)/pytest-tmp
+	# the lint step started this EWI_HOME's embedded warehouse: stop it whatever pytest answers
+	$(BIN)/pytest -q --basetemp=$(EWI_HOME)/pytest-tmp; rc=$$?; $(BIN)/ewi warehouse stop >/dev/null 2>&1; exit $$rc
 
 demo: install
 	@echo "==> [demo] warehouse: migrations and area register"
