@@ -61,6 +61,19 @@ def module_db(module_warehouse):
         yield conn
 
 
+@pytest.fixture(scope="module")
+def synthetic_extracts(module_warehouse, tmp_path_factory, request) -> Path:
+    """The folder of synthetic weekly extracts (ewi.synth) the test module's warehouse is built from:
+    the module's WEEKS weeks up to its END_WEEK, drawn with its SYNTH_SEED. The module's warehouse
+    database (module_warehouse) stays selected while the module's tests run."""
+    from ewi import synth
+
+    out = tmp_path_factory.mktemp("synth")
+    module = request.module
+    synth.generate(out, weeks=module.WEEKS, end_week=module.END_WEEK, seed=module.SYNTH_SEED)
+    return out
+
+
 @pytest.fixture
 def db(warehouse_ready):
     import psycopg

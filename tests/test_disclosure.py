@@ -5,7 +5,6 @@ secondary suppression's sum-below-minimum rule is pinned on built data."""
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections import defaultdict
 from datetime import timedelta
@@ -19,23 +18,17 @@ WEEKS = 20
 END_WEEK = "2026-W10"
 MIN_COUNT = 5  # SOURCES.md: counts below 5 are suppressed
 WINDOW = {"referrals": 3, "contacts": 3}  # docs/alerts.md: the watched 3-week sums
+WAREHOUSE_DB, SYNTH_SEED = "ewi_disclosure", 5
 
 
 @pytest.fixture(scope="module")
-def built(ewi_home, tmp_path_factory):
-    from ewi import synth, transform, warehouse, warehouse_init
+def built(module_warehouse, synthetic_extracts):
+    from ewi import transform
     from ewi.ingest import ingest_files
 
-    os.environ["EWI_WAREHOUSE_DB"] = "ewi_disclosure"
-    try:
-        warehouse_init.init_warehouse()
-        out = tmp_path_factory.mktemp("synth")
-        synth.generate(out, weeks=WEEKS, end_week=END_WEEK, seed=5)
-        ingest_files(sorted(out.glob("*.csv")))
-        summary = transform.build()
-        yield {"build": summary, "dsn": warehouse.dsn()}
-    finally:
-        os.environ.pop("EWI_WAREHOUSE_DB", None)
+    ingest_files(sorted(synthetic_extracts.glob("*.csv")))
+    summary = transform.build()
+    return {"build": summary, "dsn": module_warehouse}
 
 
 def _as_dashboard(dsn: str) -> psycopg.Connection:

@@ -5,7 +5,6 @@ published value wherever it is not suppressed."""
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -20,25 +19,20 @@ pytestmark = pytest.mark.slow
 
 WEEKS = 20
 END_WEEK = "2026-W10"  # spans the Christmas and sports holidays
+WAREHOUSE_DB, SYNTH_SEED = "ewi_end_to_end", 5
 
 
 @pytest.fixture(scope="module")
-def pipeline(ewi_home, tmp_path_factory):
-    from ewi import synth, transform, warehouse, warehouse_init
+def pipeline(module_warehouse, synthetic_extracts):
+    from ewi import transform
     from ewi.ingest import ingest_files
 
-    os.environ["EWI_WAREHOUSE_DB"] = "ewi_end_to_end"
-    try:
-        warehouse_init.init_warehouse()
-        out = tmp_path_factory.mktemp("synth")
-        synth.generate(out, weeks=WEEKS, end_week=END_WEEK, seed=5)
-        files = sorted(out.glob("*.csv"))
-        results = ingest_files(files)
-        build = transform.build()
-        with psycopg.connect(warehouse.dsn(), autocommit=True) as conn:
-            yield {"out": out, "files": files, "results": results, "build": build, "conn": conn}
-    finally:
-        os.environ.pop("EWI_WAREHOUSE_DB", None)
+    out = synthetic_extracts
+    files = sorted(out.glob("*.csv"))
+    results = ingest_files(files)
+    build = transform.build()
+    with psycopg.connect(module_warehouse, autocommit=True) as conn:
+        yield {"out": out, "files": files, "results": results, "build": build, "conn": conn}
 
 
 def read_extract(path: Path) -> pd.DataFrame:

@@ -9,9 +9,6 @@ refresh of the same data computes (processed_at aside, which says which build wr
 
 from __future__ import annotations
 
-import os
-
-import psycopg
 import pytest
 
 from ewi.sources import parse_file_name
@@ -29,25 +26,16 @@ COMPARED = [
     "published.area_alerts", "published.load_status",
 ]
 BUILD_MARKS = {"processed_at", "computed_at"}
+WAREHOUSE_DB, SYNTH_SEED = "ewi_incremental_tests", 11
 
 
 @pytest.fixture(scope="module")
-def deliveries(ewi_home, tmp_path_factory):
-    from ewi import synth, warehouse, warehouse_init
-
-    os.environ["EWI_WAREHOUSE_DB"] = "ewi_incremental_tests"
-    try:
-        warehouse_init.init_warehouse()
-        out = tmp_path_factory.mktemp("synth")
-        synth.generate(out, weeks=WEEKS, end_week=END_WEEK, seed=11)
-        by_week: dict[str, dict[str, object]] = {}
-        for path in sorted(out.glob("*.csv")):
-            delivery = parse_file_name(path.name)
-            by_week.setdefault(delivery.period, {})[delivery.source.name] = path
-        with psycopg.connect(warehouse.dsn(), autocommit=True) as conn:
-            yield {"weeks": sorted(by_week), "files": by_week, "conn": conn}
-    finally:
-        os.environ.pop("EWI_WAREHOUSE_DB", None)
+def deliveries(module_db, synthetic_extracts):
+    by_week: dict[str, dict[str, object]] = {}
+    for path in sorted(synthetic_extracts.glob("*.csv")):
+        delivery = parse_file_name(path.name)
+        by_week.setdefault(delivery.period, {})[delivery.source.name] = path
+    return {"weeks": sorted(by_week), "files": by_week, "conn": module_db}
 
 
 def _ingest(paths) -> None:
