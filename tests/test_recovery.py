@@ -97,6 +97,14 @@ def assert_end_state(home: Path, rows: int) -> None:
         assert orphaned_relation_files(conn, home / "warehouse") == []
 
 
+def assert_delivery_publishes_every_row(home: Path, path: Path) -> None:
+    """Ingesting the delivery at path publishes it, once, with every row, and leaves nothing behind."""
+    out = ewi(home, "ingest", "--json", str(path))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(out.stdout.splitlines()[-1])["status"] == "published"
+    assert_end_state(home, data_rows(path))
+
+
 @pytest.fixture
 def home(tmp_path):
     home = tmp_path / "home"
@@ -117,10 +125,7 @@ def test_a_command_right_after_kill_9_waits_for_the_old_server_and_recovers(home
     assert time.monotonic() - started < 120
 
     path = delivery(tmp_path / "in", rows=2_000)
-    out = ewi(home, "ingest", "--json", str(path))
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert json.loads(out.stdout.splitlines()[-1])["status"] == "published"
-    assert_end_state(home, data_rows(path))
+    assert_delivery_publishes_every_row(home, path)
 
     # a clean stop leaves nothing to recover
     assert ewi(home, "warehouse", "stop").stdout.strip() == "stopped"
@@ -217,10 +222,7 @@ def test_a_load_the_disk_cannot_hold_is_refused_with_needed_and_free_and_leaves_
     # Space freed (the tmpfs grown): the same file now publishes, once, every row.
     mount_point = home.parent
     subprocess.run(["mount", "-o", "remount,size=600m", str(mount_point)], check=True)
-    out = ewi(home, "ingest", "--json", str(path))
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert json.loads(out.stdout.splitlines()[-1])["status"] == "published"
-    assert_end_state(home, data_rows(path))
+    assert_delivery_publishes_every_row(home, path)
 
 
 def test_a_disk_that_fills_during_a_load_is_answered_and_the_retry_after_freeing_it_leaves_nothing(
@@ -255,10 +257,7 @@ def test_a_disk_that_fills_during_a_load_is_answered_and_the_retry_after_freeing
     assert "Traceback" not in out.stderr
 
     ballast.unlink()
-    out = ewi(home, "ingest", "--json", str(path))
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert json.loads(out.stdout.splitlines()[-1])["status"] == "published"
-    assert_end_state(home, data_rows(path))
+    assert_delivery_publishes_every_row(home, path)
 
 
 def test_a_release_from_quarantine_the_disk_cannot_hold_is_refused_and_the_batch_stays_quarantined(
