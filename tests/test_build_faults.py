@@ -7,6 +7,7 @@ publishes), waiting until the build's query waits for it, then killing the build
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -51,6 +52,17 @@ def wait_for_waiting_query(conn, like: str, proc: subprocess.Popen, timeout: flo
     pytest.fail(f"the build never waited at {like!r}")
 
 
+@contextlib.contextmanager
+def build_waiting_at(conn, env: dict, table: str, like: str):
+    """A build started while the test holds `table` locked, yielded once it waits at a query that
+    matches `like`; the lock is let go on leaving the block."""
+    with conn.transaction():
+        conn.execute(f"lock table {table} in access exclusive mode")
+        build = start_transform(env)
+        wait_for_waiting_query(conn, like, build)
+        yield build
+
+
 def runs(conn) -> list[dict]:
     with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
         return cur.execute("select run_id, status, success, published, reason, finished_at "
@@ -81,10 +93,7 @@ def mart_oid(conn) -> int:
 
 def test_a_build_killed_while_dbt_builds_is_recorded_killed_by_the_next_command(build_env, conn):
     published_before = mart_oid(conn)
-    with conn.transaction():
-        conn.execute("lock table raw.referrals in access exclusive mode")
-        build = start_transform(build_env)
-        wait_for_waiting_query(conn, "%model.ewi.stg_referrals%", build)
+    with build_waiting_at(conn, build_env, "raw.referrals", "%model.ewi.stg_referrals%") as build:
         [running] = [r for r in runs(conn) if r["status"] == "running"]
         build.send_signal(signal.SIGKILL)
         build.wait(timeout=60)
@@ -101,10 +110,7 @@ def test_a_build_killed_while_dbt_builds_is_recorded_killed_by_the_next_command(
 
 def test_a_build_killed_while_publishing_publishes_nothing_and_the_next_build_records_it(build_env, conn):
     published_before = mart_oid(conn)
-    with conn.transaction():
-        conn.execute("lock table published.area_weekly_indicators in access exclusive mode")
-        build = start_transform(build_env)
-        wait_for_waiting_query(conn, "drop table if exists%published%", build)
+    with build_waiting_at(conn, build_env, "published.area_weekly_indicators", "drop table if exists%published%") as build:
         build.send_signal(signal.SIGKILL)
         build.wait(timeout=60)
     # the killed build's publishing transaction was never committed: the old marts stay
@@ -120,10 +126,7 @@ def test_a_build_killed_while_publishing_publishes_nothing_and_the_next_build_re
 
 
 def test_a_terminated_build_answers_and_records_itself(build_env, conn):
-    with conn.transaction():
-        conn.execute("lock table raw.referrals in access exclusive mode")
-        build = start_transform(build_env)
-        wait_for_waiting_query(conn, "%model.ewi.stg_referrals%", build)
+    with build_waiting_at(conn, build_env, "raw.referrals", "%model.ewi.stg_referrals%") as build:
         build.send_signal(signal.SIGTERM)
         out, err = build.communicate(timeout=120)
     assert build.returncode == EXIT_TERMINATED, err[-3000:]
