@@ -198,11 +198,26 @@ def test_the_audit_command_finds_one_leaked_observed_value(built, capsys):
     assert "FAILED" in out and "area_alerts.observed" in out and "contacts" in out
 
 
+def _build_stopped_by_the_disclosure_audit(conn, published_rows: str, message_part: str) -> dict:
+    """Builds, and checks that the disclosure audit alone failed the build (its message naming
+    message_part) and that nothing was published: the rows `published_rows` selects are as before.
+    Returns the build's summary."""
+    from ewi import transform
+
+    before = conn.execute(published_rows).fetchall()
+    summary = transform.build()
+    assert not summary["success"] and not summary["published"]
+    assert [f["node"] for f in summary["failures"]] == ["test.ewi.disclosure_audit"]
+    assert message_part in summary["failures"][0]["message"]
+    assert conn.execute(published_rows).fetchall() == before
+    return summary
+
+
 def test_a_leaking_build_fails_the_audit_and_publishes_nothing(built, tmp_path, monkeypatch):
     """The alert rule switched off in a copy of the dbt project (observed shown unless it is 1-4, as
     before): the build's data tests pass, the disclosure audit fails it, `published` is unchanged
     and the failure is recorded with the other checks."""
-    from ewi import config, transform
+    from ewi import config
 
     project = tmp_path / "dbt_project"
     shutil.copytree(config.DBT_PROJECT_DIR, project, ignore=shutil.ignore_patterns("target", "logs"))
@@ -214,12 +229,8 @@ def test_a_leaking_build_fails_the_audit_and_publishes_nothing(built, tmp_path, 
     model.write_text(leaking, encoding="utf-8")
     monkeypatch.setattr(config, "DBT_PROJECT_DIR", project)
     with psycopg.connect(built["dsn"], autocommit=True) as conn:
-        before = conn.execute("select * from published.area_alerts order by 1, 3, 5, 6").fetchall()
-        summary = transform.build()
-        assert not summary["success"] and not summary["published"]
-        assert [f["node"] for f in summary["failures"]] == ["test.ewi.disclosure_audit"]
-        assert "area_alerts" in summary["failures"][0]["message"]
-        assert conn.execute("select * from published.area_alerts order by 1, 3, 5, 6").fetchall() == before
+        summary = _build_stopped_by_the_disclosure_audit(
+            conn, "select * from published.area_alerts order by 1, 3, 5, 6", "area_alerts")
         recorded = conn.execute("select status, failures from audit.dbt_test_results where run_id = %s "
                                 "and test_name = 'disclosure_audit'", (summary["run_id"],)).fetchone()
     assert recorded[0] == "fail" and recorded[1] > 0
@@ -283,14 +294,10 @@ def test_the_cell_key_method_perturbs_every_count_and_passes_its_audit(built, tm
 
 
 def test_a_biased_perturbation_table_fails_the_cell_key_audit(built, tmp_path, monkeypatch):
-    from ewi import config, transform
+    from ewi import config
 
     project = _project_copy(tmp_path, lambda t: t.replace("    - [7, 0.95, 1.0, 2]\n", "    - [7, 0.95, 1.0, 3]\n"))
     monkeypatch.setattr(config, "DBT_PROJECT_DIR", project)
     with psycopg.connect(built["dsn"], autocommit=True) as conn:
-        before = conn.execute("select * from published.area_weekly_indicators order by 1, 3, 5").fetchall()
-        summary = transform.build()
-        assert not summary["success"] and not summary["published"]
-        assert [f["node"] for f in summary["failures"]] == ["test.ewi.disclosure_audit"]
-        assert "value 7: noise has mean 0.05, not 0" in summary["failures"][0]["message"]
-        assert conn.execute("select * from published.area_weekly_indicators order by 1, 3, 5").fetchall() == before
+        _build_stopped_by_the_disclosure_audit(conn, "select * from published.area_weekly_indicators order by 1, 3, 5",
+                                               "value 7: noise has mean 0.05, not 0")
