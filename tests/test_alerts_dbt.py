@@ -9,8 +9,6 @@ area over the last 6 weeks), so the test depends on the alert models only, not o
 
 from __future__ import annotations
 
-from datetime import date, timedelta
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -18,37 +16,16 @@ import pytest
 from ewi.alerts.ears import EarsControl, ears
 from ewi.alerts.runner import run_farrington
 from ewi.alerts.series import INDICATORS, monitored_series
+from tests.weekly_counts import AREAS, WEEKS, load_weekly_counts, weekly_counts
 
 pytestmark = pytest.mark.slow
 
-AREAS = {"2081C1010": 827, "2081C1020": 755}  # youth population
-WEEKS = [date(2024, 1, 1) + timedelta(weeks=i) for i in range(120)]
 RISE_AREA, RISE_WEEKS = "2081C1010", range(114, 120)
 # The area register seed is loaded first (selecting it here would also select the other models' tests
 # that refer to it, and their models are not built in this test). area_alerts reads which weekly cells
 # area_weekly_indicators suppresses, and the build's disclosure audit reads every mart, so they are built too.
 SELECT = ("stg_areas stg_farrington_results area_weekly_indicators municipality_weekly area_trends alert_series alert_ears "
           "area_alerts")
-
-
-def _counts() -> pd.DataFrame:
-    rng = np.random.default_rng(20260101)
-    rows = []
-    for area, youth in AREAS.items():
-        for indicator in INDICATORS:
-            is_share = indicator.endswith("absence")
-            mean = {"chronic_absence": 30, "invalid_absence": 15, "referrals": 1.5, "contacts": 1.5,
-                    "multi_signal": 4}[indicator]
-            for i, week in enumerate(WEEKS):
-                mu = mean * (3 if (area, indicator) == (RISE_AREA, "contacts") and i in RISE_WEEKS else 1)
-                holiday = is_share and i % 52 == 30
-                rows.append({
-                    "area_code": area, "week_start": week, "iso_week": f"{week.isocalendar()[0]}-W{week.isocalendar()[1]:02d}",
-                    "indicator": indicator, "numerator": 0 if holiday else int(rng.poisson(mu)),
-                    "denominator": (0 if holiday else 240) if is_share else youth, "is_share": is_share,
-                    "note": "no_scheduled_minutes" if holiday else None,
-                })
-    return pd.DataFrame(rows)
 
 
 @pytest.fixture(scope="module")
@@ -62,13 +39,9 @@ def alert_warehouse(warehouse_ready):
 
 
 def _build(db, transform):
-    counts = _counts()
-    db.execute("drop table if exists intermediate.int_area_weekly_counts cascade")
-    db.execute("""create table intermediate.int_area_weekly_counts (area_code text, week_start date, iso_week text,
-                  indicator text, numerator integer, denominator integer, is_share boolean, note text)""")
-    with db.cursor().copy("copy intermediate.int_area_weekly_counts from stdin") as copy:
-        for row in counts.astype(object).where(counts.notna(), None).itertuples(index=False, name=None):
-            copy.write_row(row)
+    # contacts tripled in RISE_AREA over the last weeks; a holiday week without absence figures each year
+    counts = weekly_counts(20260101, {(RISE_AREA, "contacts"): (RISE_WEEKS.start, 3)}, holidays=True)
+    load_weekly_counts(db, counts)
     db.execute("delete from alerts.farrington_results")
     transform._invoke(["seed", "--select", "areas"])
     empty = transform.build(select=SELECT)  # the mart builds while the Farrington table is empty

@@ -10,59 +10,24 @@ alerts there. The first build sees 112 weeks, the second all 120."""
 
 from __future__ import annotations
 
-from datetime import date, timedelta
-
-import numpy as np
-import pandas as pd
 import psycopg
 import pytest
 
 from ewi.alerts.runner import run_farrington
-from ewi.alerts.series import INDICATORS
+from tests.weekly_counts import WEEKS, load_weekly_counts, weekly_counts
+from tests.weekly_counts import iso_week as _iso
 
 pytestmark = pytest.mark.slow
 
-AREAS = {"2081C1010": 827, "2081C1020": 755}  # youth population
-WEEKS = [date(2024, 1, 1) + timedelta(weeks=i) for i in range(120)]
 RISE_AREA, RISE_FROM, FIRST_CUT = "2081C1010", 100, 112
 RISES = {(RISE_AREA, "contacts"): (RISE_FROM, 4)}  # (area, indicator): (from week, factor)
 SELECT = ("stg_areas stg_farrington_results stg_signal_states area_weekly_indicators municipality_weekly area_trends "
           "alert_series alert_ears area_alerts area_signals")
 
 
-def _iso(d: date) -> str:
-    year, week, _ = d.isocalendar()
-    return f"{year}-W{week:02d}"
-
-
-def _counts(weeks: int, rises: dict = RISES) -> pd.DataFrame:
-    rng = np.random.default_rng(20261130)
-    rows = []
-    for area, youth in AREAS.items():
-        for indicator in INDICATORS:
-            is_share = indicator.endswith("absence")
-            mean = {"chronic_absence": 30, "invalid_absence": 15, "referrals": 1.5, "contacts": 1.5,
-                    "multi_signal": 4}[indicator]
-            for i, week in enumerate(WEEKS):
-                start, factor = rises.get((area, indicator), (len(WEEKS), 1))
-                count = int(rng.poisson(mean * (factor if i >= start else 1)))  # drawn every week: same series when cut
-                if i >= weeks:
-                    continue
-                rows.append({"area_code": area, "week_start": week, "iso_week": _iso(week), "indicator": indicator,
-                             "numerator": count, "denominator": 240 if is_share else youth, "is_share": is_share,
-                             "note": None})
-    return pd.DataFrame(rows)
-
-
 def _load(db, weeks: int, rises: dict = RISES) -> None:
     """The weekly counts the indicator models would have built, and the Farrington task's results."""
-    counts = _counts(weeks, rises)
-    db.execute("drop table if exists intermediate.int_area_weekly_counts cascade")
-    db.execute("""create table intermediate.int_area_weekly_counts (area_code text, week_start date, iso_week text,
-                  indicator text, numerator integer, denominator integer, is_share boolean, note text)""")
-    with db.cursor().copy("copy intermediate.int_area_weekly_counts from stdin") as copy:
-        for row in counts.itertuples(index=False, name=None):
-            copy.write_row(row)
+    load_weekly_counts(db, weekly_counts(20261130, rises, weeks))
     run_farrington(db)
 
 
