@@ -8,11 +8,11 @@ import json
 import logging
 import socketserver
 import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
 from ewi.orchestration import callbacks, notify
+from tests.receivers import webhook_receiver
 
 PSEUDONYM = "a" * 64
 IDENTITY_NUMBER = "19121212-1212"
@@ -31,23 +31,8 @@ def _fail(run_id: str = "run-notify") -> None:
 
 @pytest.fixture
 def webhook():
-    received: list[dict] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 (http.server's naming)
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/hook", received
-    server.shutdown()
-    server.server_close()
+    with webhook_receiver("/hook", status=204) as hook:
+        yield hook.url, hook.bodies
 
 
 class _SMTPHandler(socketserver.StreamRequestHandler):

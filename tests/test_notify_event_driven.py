@@ -12,14 +12,13 @@ from __future__ import annotations
 import json
 import socket
 import statistics
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 from aiosmtpd.controller import Controller
 
 from tests import extracts
+from tests.receivers import webhook_receiver
 from tests.test_event_driven import airflow_stack  # noqa: F401 (the fixture)
 from tests.test_people_notices import SMALL_FIGURE, _Inbox
 
@@ -47,31 +46,16 @@ def receivers():
     smtp_port = _free_port()
     controller = Controller(inbox, hostname="127.0.0.1", port=smtp_port)
     controller.start()
-    posts: list[tuple[float, dict]] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 (http.server's naming)
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            posts.append((time.time(), body))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    env = {
-        "EWI_ENGINEER_EMAIL_TO": "data-team@example.org",
-        "EWI_ENGINEER_WEBHOOK_URL": f"http://127.0.0.1:{server.server_address[1]}/hooks/ewi",
-        "EWI_NOTIFY_SMTP_CONN_ID": "ewi_test_smtp",
-        "AIRFLOW_CONN_EWI_TEST_SMTP": json.dumps({
-            "conn_type": "smtp", "host": "127.0.0.1", "port": smtp_port,
-            "extra": {"disable_ssl": True, "disable_tls": True, "timeout": 10, "retry_limit": 1}}),
-    }
-    yield env, inbox, posts
-    server.shutdown()
-    server.server_close()
+    with webhook_receiver() as hook:
+        env = {
+            "EWI_ENGINEER_EMAIL_TO": "data-team@example.org",
+            "EWI_ENGINEER_WEBHOOK_URL": hook.url,
+            "EWI_NOTIFY_SMTP_CONN_ID": "ewi_test_smtp",
+            "AIRFLOW_CONN_EWI_TEST_SMTP": json.dumps({
+                "conn_type": "smtp", "host": "127.0.0.1", "port": smtp_port,
+                "extra": {"disable_ssl": True, "disable_tls": True, "timeout": 10, "retry_limit": 1}}),
+        }
+        yield env, inbox, hook.posts
     controller.stop()
 
 

@@ -7,15 +7,14 @@ from __future__ import annotations
 import json
 import re
 import socket
-import threading
 from email import message_from_bytes, policy
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 from aiosmtpd.controller import Controller
 
 from ewi.orchestration import people_notices
 from tests import extracts
+from tests.receivers import webhook_receiver
 
 SMALL_FIGURE = re.compile(r"(?<![\w.:/-])[1-4](?![\w.:/-])")
 
@@ -49,22 +48,8 @@ def smtp_server(monkeypatch):
 
 @pytest.fixture
 def webhook():
-    received: list[dict] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 (http.server's naming)
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/hooks/ewi", received
-    server.shutdown()
-    server.server_close()
+    with webhook_receiver() as hook:
+        yield hook.url, hook.bodies
 
 
 def _body(mail) -> str:
