@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.dashboard.helpers import PASSWORDS, dashboard_environment, login, rows
+from tests.dashboard.helpers import PASSWORDS, dashboard_environment, login, rows, serve, stop
 
 TEST_DB = "ewi_dashboard_test"
 WEEKS = 20
@@ -150,3 +150,12 @@ def lineage_files(dashboard_warehouse, tmp_path_factory):
     shutil.rmtree(docs, ignore_errors=True)
     if aside.exists():
         shutil.move(aside, docs)
+
+
+@pytest.fixture(scope="module")
+def server(dashboard_warehouse, tmp_path_factory):
+    """The dashboard served by `ewi dashboard` in a process of its own, for the browser tests."""
+    with open(tmp_path_factory.mktemp("dashboard-log") / "stderr.txt", "w") as err:
+        proc, url = serve(dict(os.environ), err)
+    yield url
+    stop(proc)

@@ -5,26 +5,17 @@ a coordinator or an auditor can open, on the warehouse the real pipeline built, 
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
 from tests.dashboard.conftest import QUARANTINED_SOURCE
-from tests.dashboard.helpers import ARTIFACTS, PASSWORDS, iso, published, rows, serve, stop
+from tests.dashboard.helpers import ARTIFACTS, PASSWORDS, iso, published, rows
 
 pytestmark = pytest.mark.slow
 
 #: WCAG 2.0/2.1 A and AA: what the DOS law asks of a public-sector service.
 WCAG_AA = {"runOnly": {"type": "tag", "values": ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]},
            "resultTypes": ["violations"]}
-
-
-@pytest.fixture(scope="module")
-def server(dashboard_warehouse, tmp_path_factory):
-    with open(tmp_path_factory.mktemp("dashboard-log") / "stderr.txt", "w") as err:
-        proc, url = serve(dict(os.environ), err)
-    yield url
-    stop(proc)
 
 
 def _violations(page) -> list[dict]:

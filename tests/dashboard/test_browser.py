@@ -3,7 +3,6 @@ coordinator and an auditor see, with screenshots in test-artifacts/."""
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from datetime import timedelta
@@ -11,17 +10,9 @@ from datetime import timedelta
 import pytest
 
 from tests.dashboard.conftest import QUARANTINED_SOURCE
-from tests.dashboard.helpers import ARTIFACTS, PASSWORDS, iso, published, rows, serve, shown, stop
+from tests.dashboard.helpers import ARTIFACTS, PASSWORDS, iso, published, rows, shown
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def server(dashboard_warehouse, tmp_path_factory):
-    with open(tmp_path_factory.mktemp("dashboard-log") / "stderr.txt", "w") as err:
-        proc, url = serve(dict(os.environ), err)
-    yield url
-    stop(proc)
 
 
 def _browser_login(browser, server: str, username: str):
