@@ -44,6 +44,15 @@ def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
+def running(pid: int) -> bool:
+    """Whether a process still runs: a zombie has ended, though /proc lists it until its parent
+    collects it (for a daemon's service that parent is init, which here may collect it late)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def is_free(port: int, host: str = "127.0.0.1") -> bool:
     """Whether a server could listen on host:port now (SO_REUSEADDR, as servers bind: a closed
     connection's TIME_WAIT does not hold a port)."""

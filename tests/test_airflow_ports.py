@@ -122,4 +122,4 @@ def test_airflow_up_names_the_holder_of_its_port_and_a_second_up_reuses_the_runn
 
     down = subprocess.run([*EWI, "airflow", "down"], env=env, capture_output=True, text=True, timeout=300)
     assert down.returncode == 0
-    assert not any(Path(f"/proc/{pid}").exists() for pid in running.values())
+    assert not any(ports.running(pid) for pid in running.values())

@@ -326,9 +326,9 @@ def down(timeout: float = 30) -> int:
     api_port_file().unlink(missing_ok=True)
     deadline = time.monotonic() + timeout
     for service, pid in stopping:
-        while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+        while time.monotonic() < deadline and ports.running(pid):
             time.sleep(0.5)
-        if Path(f"/proc/{pid}").exists():
+        if ports.running(pid):
             os.killpg(pid, signal.SIGKILL)
         progress(f"{service.name} stopped")
     if not stopping:
