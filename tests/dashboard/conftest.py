@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -144,6 +145,21 @@ def lineage_files(dashboard_warehouse, tmp_path_factory):
             assert generated["success"], generated
         return generated
 
+    @contextmanager
+    def absent():
+        """The docs as before any build wrote them, whichever test of the package generated them
+        first: moved aside for the block, then put back."""
+        hidden = tmp_path_factory.mktemp("dbt-docs-hidden") / "dbt-docs"
+        if docs.exists():
+            shutil.move(docs, hidden)
+        try:
+            yield
+        finally:
+            if hidden.exists():
+                shutil.rmtree(docs, ignore_errors=True)
+                shutil.move(hidden, docs)
+
+    generate.absent = absent
     yield generate
     for path in ours:
         path.unlink(missing_ok=True)

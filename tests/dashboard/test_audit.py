@@ -103,7 +103,8 @@ def test_provenance_lists_the_batches_a_published_value_was_computed_from(audito
 def test_lineage_graph_from_the_dbt_manifest_and_openlineage_runs(auditor, coordinator, lineage_files,
                                                                    dashboard_warehouse):
     dsn = dashboard_warehouse["dsn"]
-    before = parse(auditor.get("/audit/lineage?lang=en").text)
+    with lineage_files.absent():  # another module of the package may have generated them already
+        before = parse(auditor.get("/audit/lineage?lang=en").text)
     assert "transform.docs()" in before.find(id="no-manifest").text()
     runs = before.find("table", id="task-runs")
     done = runs.find("tr", data_run="0195a7c2-aaaa-7000-8000-000000000001")
