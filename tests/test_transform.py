@@ -22,6 +22,9 @@ import pytest
 pytestmark = pytest.mark.slow
 
 A, B, C, D = "2081C1010", "2081C1020", "2081C1030", "2081C1040"
+#: Its own warehouse database: other modules of the session write weeks of their own into the
+#: default one, and this module's expected rows are every area x week x indicator of its data set.
+WAREHOUSE_DB = "ewi_transform_tests"
 WEEKS = [f"2026-W{n:02d}" for n in range(2, 16)]
 HOLIDAY = "2026-W09"
 
@@ -114,10 +117,10 @@ def cell(conn, table: str, indicator: str, week: str, area: str | None = None) -
 
 
 @pytest.fixture(scope="module")
-def first_build(warehouse_ready):
+def first_build(module_warehouse):
     from ewi import transform
 
-    with psycopg.connect(warehouse_ready, autocommit=True) as conn:
+    with psycopg.connect(module_warehouse, autocommit=True) as conn:
         load_data_set(conn)
     summary = transform.build()
     assert summary["success"], summary["failures"]
@@ -125,8 +128,8 @@ def first_build(warehouse_ready):
 
 
 @pytest.fixture(scope="module")
-def conn(first_build, warehouse_ready):
-    with psycopg.connect(warehouse_ready, autocommit=True) as c:
+def conn(first_build, module_warehouse):
+    with psycopg.connect(module_warehouse, autocommit=True) as c:
         yield c
 
 
@@ -244,8 +247,8 @@ def _role_conn(dsn: str, role: str) -> psycopg.Connection:
 
 
 @pytest.mark.parametrize("role", ["ewi_dashboard", "ewi_auditor"])
-def test_roles_read_published_but_not_pseudonymous_tables(conn, warehouse_ready, role):
-    with _role_conn(warehouse_ready, role) as rc:
+def test_roles_read_published_but_not_pseudonymous_tables(conn, module_warehouse, role):
+    with _role_conn(module_warehouse, role) as rc:
         assert rc.execute("select count(*) from published.area_weekly_indicators").fetchone()[0] > 0
         assert rc.execute("select count(*) from published.area_trends").fetchone()[0] > 0
         for table in ("raw.school_absence", "intermediate.int_absence_person_weeks",
