@@ -330,6 +330,10 @@ def down(timeout: float = 30) -> int:
             time.sleep(0.5)
         if ports.running(pid):
             os.killpg(pid, signal.SIGKILL)
+            # a killed process is gone only once the kernel has torn it down: say "stopped" then
+            killed_by = time.monotonic() + 10
+            while time.monotonic() < killed_by and ports.running(pid):
+                time.sleep(0.1)
         progress(f"{service.name} stopped")
     if not stopping:
         progress("nothing running")
