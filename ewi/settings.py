@@ -1,0 +1,48 @@
+"""EWI's one configuration: every ``EWI_*`` setting, with its type, default and description.
+
+This module is the only reader of ``EWI_*`` environment variables. ``get_settings()`` reads the
+environment at call time (not import time), so tests and the CLI can point a process at another
+EWI_HOME or DSN without reloading modules. A value of the wrong type stops startup with a message
+that names the setting (``ewi.errors``); the README's settings table is generated from this class.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every EWI setting. Field ``x`` is read from ``EWI_X``."""
+
+    model_config = SettingsConfigDict(env_prefix="EWI_", extra="ignore", case_sensitive=False)
+
+    # --- state and warehouse --------------------------------------------------------------------
+    home: Path | None = Field(
+        None, description="Folder for EWI's state (embedded warehouse, landing, logs). Default: .ewi in the project."
+    )
+    landing_dir: Path | None = Field(
+        None, description="Folder where source systems drop extracts. Default: EWI_HOME/landing."
+    )
+    warehouse_dsn: str | None = Field(
+        None,
+        description="DSN of an external PostgreSQL warehouse; unset runs the embedded server.",
+    )
+    warehouse_db: str = Field("ewi", description="Name of the warehouse database.")
+
+    # --- dashboard and local users --------------------------------------------------------------
+
+    # --- single sign-on (OpenID Connect) --------------------------------------------------------
+
+    # --- retention and erasure ------------------------------------------------------------------
+
+    # --- backup and audit trail -----------------------------------------------------------------
+
+    # --- detection ------------------------------------------------------------------------------
+
+
+def get_settings() -> Settings:
+    """The settings as the environment says now (read afresh on every call)."""
+    return Settings()
