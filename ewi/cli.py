@@ -151,31 +151,75 @@ def cmd_disclosure_audit(args: argparse.Namespace) -> int:
     return EXIT_OK if result.passed else EXIT_GATE
 
 
+def _end_sessions(name: str) -> None:
+    import psycopg
+
+    from ewi.dashboard.security import sessions
+
+    # the dashboard also refuses the user at their next request (it reads the users file each
+    # time); ending the sessions here makes it so at once, whatever a page is doing
+    try:
+        ended = sessions.end_for_user(name)
+    except psycopg.OperationalError:
+        print(f"ewi dashboard: the warehouse cannot be reached to end {name}'s open sessions now; "
+              "the dashboard ends each at its next page", file=sys.stderr)
+        return
+    print(f"{ended} open session(s) of {name} ended")
+
+
+def _read_password() -> str:
+    import getpass
+
+    return sys.stdin.readline().rstrip("\n") if not sys.stdin.isatty() else getpass.getpass()
+
+
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from ewi.dashboard import users
 
-    if args.action == "add-user":
-        import getpass
-
-        if not args.name or not args.role:
-            print("ewi dashboard add-user NAME --role coordinator|auditor", file=sys.stderr)
-            return EXIT_USAGE
-        password = sys.stdin.readline().rstrip("\n") if not sys.stdin.isatty() else getpass.getpass()
-        if len(password) < 10:
-            print("ewi dashboard: a password needs at least 10 characters", file=sys.stderr)
-            return EXIT_USAGE
-        users.set_user(args.name, args.role, password)
-        print(f"user {args.name} ({args.role}) saved to {users.users_file()}")
+    action = "delete-user" if args.action == "remove-user" else args.action
+    if action == "list-users":
+        found = users.load_users()
+        from_env = users.environment_users()
+        if args.json:
+            for u in found.values():
+                _print_json({"username": u.username, "role": u.role, "disabled": u.disabled,
+                             "source": "environment" if u.username in from_env else "file"})
+        else:
+            print(f"{'user':<24} {'role':<12} {'status':<9} source")
+            for u in sorted(found.values(), key=lambda u: u.username):
+                print(f"{u.username:<24} {u.role:<12} {'disabled' if u.disabled else 'enabled':<9} "
+                      f"{'EWI_DASHBOARD_USERS' if u.username in from_env else users.users_file()}")
         return EXIT_OK
-    if args.action == "remove-user":
-        if not args.name:
-            print("ewi dashboard remove-user NAME", file=sys.stderr)
+    if action in ("add-user", "set-role", "disable-user", "enable-user", "delete-user"):
+        if not args.name or (action in ("add-user", "set-role") and not args.role):
+            role = " --role coordinator|auditor" if action in ("add-user", "set-role") else ""
+            print(f"ewi dashboard {action} NAME{role}", file=sys.stderr)
             return EXIT_USAGE
-        if not users.remove_user(args.name):
-            print(f"ewi dashboard: no user {args.name} in {users.users_file()}", file=sys.stderr)
+        try:
+            if action == "add-user":
+                password = _read_password()
+                if len(password) < 10:
+                    print("ewi dashboard: a password needs at least 10 characters", file=sys.stderr)
+                    return EXIT_USAGE
+                users.set_user(args.name, args.role, password)
+                print(f"user {args.name} ({args.role}) saved to {users.users_file()}")
+            elif action == "set-role":
+                users.set_role(args.name, args.role)
+                print(f"user {args.name} is now {args.role} (open sessions get the role at their next page)")
+            elif action in ("disable-user", "enable-user"):
+                users.set_disabled(args.name, action == "disable-user")
+                print(f"user {args.name} {'disabled' if action == 'disable-user' else 'enabled'}")
+                if action == "disable-user":
+                    _end_sessions(args.name)
+            else:
+                if not users.remove_user(args.name):
+                    print(f"ewi dashboard: no user {args.name} in {users.users_file()}", file=sys.stderr)
+                    return EXIT_USAGE
+                print(f"user {args.name} removed from {users.users_file()}")
+                _end_sessions(args.name)
+        except users.UserChangeRefused as exc:
+            print(f"ewi dashboard: {exc}", file=sys.stderr)
             return EXIT_USAGE
-        # the dashboard reads the users file on every request: open sessions end at their next page
-        print(f"user {args.name} removed from {users.users_file()}")
         return EXIT_OK
     if args.demo_users:
         import secrets
@@ -278,12 +322,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_disclosure_audit)
 
-    p = sub.add_parser("dashboard", help="serve the dashboard, or add or remove a dashboard user")
-    p.add_argument("action", nargs="?", choices=["serve", "add-user", "remove-user"], default="serve")
+    p = sub.add_parser("dashboard", help="serve the dashboard, or administer its local users")
+    p.add_argument("action", nargs="?", default="serve", choices=[
+        "serve", "list-users", "add-user", "set-role", "disable-user", "enable-user", "delete-user",
+        "remove-user"])
     p.add_argument("name", nargs="?")
     p.add_argument("--role", choices=["coordinator", "auditor"])
     p.add_argument("--demo-users", action="store_true",
                    help="(demo) create the users coordinator and auditor with new passwords and print them")
+    p.add_argument("--json", action="store_true", help="list-users: one JSON object per user")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8050)
     p.set_defaults(func=cmd_dashboard)

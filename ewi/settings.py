@@ -33,6 +33,12 @@ class Settings(BaseSettings):
     warehouse_db: str = Field("ewi", description="Name of the warehouse database.")
 
     # --- dashboard and local users --------------------------------------------------------------
+    dashboard_users: str = Field(
+        "",
+        description="Dashboard users given in the environment: a JSON list of {username, role, password_hash}"
+        " (read-only, beside the users file), or the path of the users file. Empty: none from the"
+        " environment; the users file is EWI_HOME/dashboard/users.json, written by `ewi dashboard add-user`.",
+    )
 
     # --- single sign-on (OpenID Connect) --------------------------------------------------------
 

@@ -56,13 +56,14 @@ def session_secret() -> str:
 
 def current_user(request: Request) -> dict:
     """The user of a live server-side session, with the role the users file gives them now: a
-    removed user, or one whose password was set again, is logged out; a changed role applies."""
+    removed or disabled user, or one whose password was set again, is logged out; a changed role
+    applies."""
     session_id = request.session.get("sid")
     if not session_id:
         raise LoginRequired()
     found = sessions.use(session_id, SESSION_IDLE_SECONDS, SESSION_ABSOLUTE_SECONDS)
     user = users.load_users().get(found[0]) if found else None
-    if user is None or sessions.credential(user.password_hash) != found[1]:
+    if user is None or user.disabled or sessions.credential(user.password_hash) != found[1]:
         if found:
             sessions.end(session_id, "user_changed")
         request.session.pop("sid", None)

@@ -71,6 +71,17 @@ def end(session_id: str, reason: str) -> None:
         conn.execute("select dashboard_auth.end_session(%s, %s)", (_digest(session_id), reason))
 
 
+def end_for_user(username: str, reason: str = "user_changed") -> int:
+    """End every open session of a user at once (disabled or deleted by an administrator); the
+    number ended. Run by `ewi dashboard` as the warehouse's owner, not by the dashboard's roles:
+    the dashboard itself also refuses such a user's sessions at their next request."""
+    from ewi import warehouse
+
+    with warehouse.connect(autocommit=True) as conn:
+        return conn.execute("update dashboard_auth.sessions set revoked_at = now(), revoked_reason = %s "
+                            "where username = %s and revoked_at is null", (reason, username)).rowcount
+
+
 def address_key(host: str | None) -> str:
     """The throttle key of a client address: an IPv6 client's /64, which one subscriber gets
     whole and could otherwise rotate through; anything else as given."""
