@@ -31,12 +31,15 @@ install: $(STAMP)
 
 # Debian packages the tests drive: Chromium (browser tests, through Playwright; no browser
 # download), docker-compose (validates the compose file; no engine runs here) and poppler-utils
-# (pdftotext and pdftoppm read and render the weekly briefing PDF).
+# (pdftotext and pdftoppm read and render the weekly briefing PDF), R with the surveillance package
+# (tests/test_glrnb.py and tests/test_farrington.py compare the alert methods with R itself).
 system-deps:
 	@missing=""; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v docker-compose >/dev/null 2>&1 || missing="$$missing docker-compose"; \
 	command -v pdftotext >/dev/null 2>&1 || missing="$$missing poppler-utils"; \
+	command -v Rscript >/dev/null 2>&1 || missing="$$missing r-base-core"; \
+	Rscript -e 'library(surveillance)' >/dev/null 2>&1 || missing="$$missing r-cran-surveillance"; \
 	if [ -n "$$missing" ]; then \
 	  echo "==> [setup] installing Debian packages:$$missing"; \
 	  (apt-get update -qq && apt-get install -y -qq $$missing >/dev/null) || \
