@@ -2,16 +2,21 @@
 
 Reference figures are those of surveillance's tests/testthat/test-farringtonFlexible.R (the
 threshold functions, the weights function, reference time points and blocks); they are reproduced
-to the tolerance R's test uses (1e-6). Whole-series behaviour (alarms only above the threshold,
+to the tolerance R's test uses (1e-6). Whole series are also run through R's farringtonFlexible itself
+(Rscript, tests/r/farrington_series.R) and compared week by week (skipped where R is absent). Whole-series behaviour (alarms only above the threshold,
 the limit54 rule, degrading to the history there is) follows the same file's alarm tests.
 """
 
 from __future__ import annotations
 
 import math
+import shutil
+import subprocess
 from datetime import date, timedelta
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from ewi.alerts.farrington import (
@@ -178,3 +183,103 @@ def test_trend_is_kept_only_with_three_years_and_significance():
     two_years = farrington_flexible(y, _weeks(220), FarringtonControl(b=2, alpha=0.01), weeks=[219])[0]
     assert with_trend.trend and not two_years.trend
     assert with_trend.expected < two_years.expected
+
+
+# --- whole series against R's farringtonFlexible itself (Rscript) -----------------------------------
+
+R_SCRIPT = Path(__file__).parent / "r" / "farrington_series.R"
+#: The controls of tests/r/farrington_series.R, by name (the rest as R's call there: trend on,
+#: limit54 (5, 4), reweighting at 2.58, powertrans 2/3).
+R_CONFIGS = {
+    "noufaily_nb": {"b": 3, "w": 3, "alpha": 0.01, "no_periods": 10, "past_weeks_not_included": 26,
+                    "threshold_method": "nbPlugin"},
+    "noufaily_pop": {"b": 2, "w": 3, "alpha": 0.005, "no_periods": 10, "past_weeks_not_included": 26,
+                     "threshold_method": "nbPlugin", "population_offset": True},
+    "muan": {"b": 3, "w": 2, "alpha": 0.05, "no_periods": 10, "past_weeks_not_included": 26,
+             "threshold_method": "muan"},
+    "farrington": {"b": 3, "w": 3, "alpha": 0.01, "no_periods": 1, "past_weeks_not_included": 3,
+                   "threshold_method": "delta"},
+}
+FIRST_MONITORED = 170  # R's 1-based week: three years and a window of history before it
+#: Measured against R 4.2 / surveillance 1.20.3: expectations agree to 4e-6 relative (R's glm stops at
+#: a deviance change of 1e-8, ours at 1e-10), nbPlugin and muan thresholds exactly (integer quantiles),
+#: delta thresholds and scores to 3.4e-5 (they carry the prediction's standard error).
+EXPECTED_TOLERANCE, DELTA_TOLERANCE = 2e-5, 1e-4
+
+
+def _r_missing() -> str | None:
+    if shutil.which("Rscript") is None:
+        return "Rscript is not installed (make system-deps installs r-base-core and r-cran-surveillance)"
+    if subprocess.run(["Rscript", "-e", "library(surveillance)"], capture_output=True).returncode != 0:
+        return "R package surveillance is not installed (make system-deps installs r-cran-surveillance)"
+    return None
+
+
+def _five_year_series() -> pd.DataFrame:
+    """Three five-year weekly series (seasonal, overdispersed): one at ~3 a week, one at ~9 with a
+    trend and a doubling, one at ~1.3 with a tripling; a growing population for the offset."""
+    rng = np.random.default_rng(5)
+    rows = []
+    for number, (level, size, slope) in enumerate([(1.0, 1.0, 0.0), (2.2, 2.0, 0.002), (0.2, 3.0, 0.0)]):
+        t = np.arange(260)
+        mu = np.exp(level + 0.4 * np.cos(2 * np.pi * t / 52) + slope * t) * np.where((t >= 230) & (t < 240), size, 1)
+        population = 1000 + 3 * t + rng.integers(0, 50, len(t))
+        observed = rng.negative_binomial(mu / 0.8, 1 / 1.8)
+        rows += [{"series": f"f{number}", "week_start": (date(2018, 1, 1) + timedelta(weeks=int(i))).isoformat(),
+                  "observed": int(observed[i]), "population": float(population[i])} for i in t]
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def r_farrington(tmp_path_factory):
+    missing = _r_missing()
+    if missing:
+        pytest.skip(f"R comparison skipped: {missing}")
+    folder = tmp_path_factory.mktemp("farrington_r")
+    series = _five_year_series()
+    series.to_csv(folder / "series.csv", index=False)
+    subprocess.run(["Rscript", str(R_SCRIPT), str(folder / "series.csv"), str(folder / "r.csv"),
+                    str(FIRST_MONITORED)], check=True, capture_output=True, text=True, timeout=600)
+    return series, pd.read_csv(folder / "r.csv")
+
+
+@pytest.mark.parametrize("name", sorted(R_CONFIGS))
+def test_every_week_equals_r_farrington_flexible(r_farrington, name):
+    """Every monitored week of every series: expectation, threshold, score and alarm as R's. R leaves
+    the expectation and threshold NA in weeks with too few cases (limit54); those are our few_cases."""
+    series, r = r_farrington
+    control = FarringtonControl(**R_CONFIGS[name])
+    compared = alarms = 0
+    for label, group in series.groupby("series"):
+        group = group.sort_values("week_start")
+        ours = farrington_flexible(group["observed"].to_numpy(float), [date.fromisoformat(d) for d in group["week_start"]],
+                                   control, population=group["population"].to_numpy(float),
+                                   weeks=list(range(FIRST_MONITORED - 1, len(group))))
+        theirs = r[(r["series"] == label) & (r["config"] == name)].sort_values("week_start")
+        assert len(ours) == len(theirs)
+        for week, row in zip(ours, theirs.itertuples(), strict=True):
+            assert week.years_used == control.b
+            assert (week.status == "few_cases") == math.isnan(row.expected), (label, row.week_start)
+            assert week.is_alert == bool(row.alarm), (label, row.week_start)
+            assert week.score == pytest.approx(row.score, rel=DELTA_TOLERANCE, abs=1e-9)
+            if math.isnan(row.expected):
+                continue
+            assert week.expected == pytest.approx(row.expected, rel=EXPECTED_TOLERANCE)
+            tolerance = DELTA_TOLERANCE if control.threshold_method == "delta" else 1e-12
+            assert week.upper == pytest.approx(row.upperbound, rel=tolerance)
+            compared += 1
+            alarms += week.is_alert
+    assert compared > 150 and alarms > 0
+
+
+def test_trend_test_uses_rs_dispersion_after_reweighting():
+    """R overwrites the reweighted model's working weights with the reweighting weights before
+    summary.glm tests the trend, so its p-value uses sum(omega ((y - mu)/mu)^2) / df as dispersion.
+    A series with a mild trend where that decides: R keeps the trend (as the whole-series test
+    shows against R itself); the Pearson dispersion would drop it (p = 0.12)."""
+    series = _five_year_series()
+    group = series[series["series"] == "f0"].sort_values("week_start")
+    week = farrington_flexible(group["observed"].to_numpy(float), [date.fromisoformat(d) for d in group["week_start"]],
+                               FarringtonControl(**R_CONFIGS["noufaily_nb"]), weeks=[169])[0]
+    assert week.trend
+    assert week.expected == pytest.approx(4.88130252183, rel=EXPECTED_TOLERANCE)  # R's figure

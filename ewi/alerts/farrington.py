@@ -343,7 +343,19 @@ def _fit_flexible(y, X, offset, control: FarringtonControl) -> tuple[_Fit, int] 
     refit = _glm(y, X, offset, omega, control.engine)
     if refit is None:
         return None
-    return refit, int(np.sum(s > control.weights_threshold))
+    return _as_r_returns_it(refit, y, omega), int(np.sum(s > control.weights_threshold))
+
+
+def _as_r_returns_it(fit: _Fit, y: np.ndarray, omega: np.ndarray) -> _Fit:
+    """R's fitGLM.flexible sets `model$weights <- omega` after the reweighted fit, overwriting the
+    IRLS working weights that summary.glm reads. So the dispersion behind the trend's p-value and the
+    prediction's standard error (summary.glm and predict.glm) is sum(omega * ((y - mu) / mu)^2) / df
+    (the working residuals weighted by omega), not the Pearson dispersion; phi (taken before the
+    overwrite) stays Pearson. Found by comparing whole series with R (tests/test_farrington.py)."""
+    if fit.df_resid <= 0 or fit.dispersion <= 0:
+        return fit
+    r_dispersion = float(np.sum(omega * ((y - fit.mu) / fit.mu) ** 2) / fit.df_resid)
+    return replace(fit, cov=fit.cov / fit.dispersion * r_dispersion)
 
 
 def _design(wtime, seasgroups, levels, with_trend: bool) -> np.ndarray:
