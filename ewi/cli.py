@@ -1,6 +1,6 @@
 """The `ewi` command line. Exit codes: 0 success, 1 an unexpected error, 2 usage error, 3 a delivery
 was quarantined or rejected (ingest), a gate failed (transform) or a published batch holds reversible
-pseudonyms (reversible-pseudonyms), 4 the warehouse is unreachable,
+pseudonyms (reversible-pseudonyms) or the audit chain is broken (audit verify, restore), 4 the warehouse is unreachable,
 5 the disk is full, 6 a time limit ran out, 7 a lock wait ran out (ewi.errors defines them). With
 --json every outcome, failures included, is JSON lines on stdout."""
 
@@ -122,6 +122,44 @@ def cmd_reversible_pseudonyms(args: argparse.Namespace) -> int:
     for batch in found:
         _print_json(batch) if args.json else print(f"{batch['batch_id']}  {batch['source']:15} {batch['period']}")
     return EXIT_GATE if found else EXIT_OK
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from ewi import audit_chain, warehouse_init
+
+    warehouse_init.init_warehouse()
+    result = audit_chain.verify_warehouse(keep=not args.no_record)
+    if args.json:
+        _print_json({"status": "holds" if result.holds else "broken", **result.as_dict(),
+                     "problems": [p.__dict__ for p in result.problems]})
+    elif result.holds:
+        print(f"the audit chain holds: {result.links_checked} chain records, {result.records_checked} "
+              f"audit rows checked in {result.seconds:.1f} s")
+    else:
+        print(f"the audit chain is broken ({result.problem_count} problems); first: {result.first_broken}")
+        for problem in result.problems[1:]:
+            print(f"  also: {problem.words}")
+    return EXIT_OK if result.holds else EXIT_GATE
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from ewi import backup
+
+    manifest = backup.backup(Path(args.dir))
+    _print_json(manifest) if args.json else print(
+        f"backup written to {args.dir}: {len(manifest['files'])} files, "
+        f"{manifest['seconds']:.1f} s (manifest.json lists their sha256)")
+    return EXIT_OK
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from ewi import backup
+
+    summary = backup.restore(Path(args.dir), force=args.force)
+    _print_json(summary) if args.json else print(
+        f"restored {args.dir} into the warehouse in {summary['seconds']:.1f} s; "
+        f"audit chain {'holds' if summary['chain_holds'] else 'BROKEN: ' + str(summary['first_broken'])}")
+    return EXIT_OK if summary["chain_holds"] else EXIT_GATE
 
 
 def cmd_transform(args: argparse.Namespace) -> int:
@@ -311,6 +349,25 @@ def build_parser() -> argparse.ArgumentParser:
                        help="list published batches whose pseudonyms are unkeyed hashes of identity numbers")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_reversible_pseudonyms)
+
+    p = sub.add_parser("audit", help="verify the audit trail's hash chain")
+    p.add_argument("action", choices=["verify"])
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--no-record", action="store_true",
+                   help="do not record this verification in audit.chain_verifications")
+    p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser("backup", help="a consistent copy of the warehouse and EWI_HOME's state, into DIR")
+    p.add_argument("dir")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_backup)
+
+    p = sub.add_parser("restore", help="restore a backup DIR into the (empty) warehouse EWI_HOME or the DSN names")
+    p.add_argument("dir")
+    p.add_argument("--force", action="store_true",
+                   help="replace a warehouse that already holds data (its tables are dropped)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_restore)
 
     p = sub.add_parser("transform", help="dbt build of the indicator models")
     p.add_argument("--json", action="store_true")

@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 BUILD = 0x0E1_0003
 #: The first key of the two-key form: the deliveries of one source and period (the second key).
 DELIVERIES = 0x0E1_0004
+#: The audit chain: every audit row's trigger takes it until commit, so links append one at a time
+#: (migration 0019 spells the number out; tests/test_audit_chain.py checks they agree).
+AUDIT_CHAIN = 0x0E1_0019
 
 
 def hold_build(conn) -> None:

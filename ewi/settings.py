@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -45,6 +45,16 @@ class Settings(BaseSettings):
     # --- retention and erasure ------------------------------------------------------------------
 
     # --- backup and audit trail -----------------------------------------------------------------
+    audit_chain_key: SecretStr | None = Field(
+        None,
+        description="Secret that keys the audit trail's hash chain; every EWI process writing to one "
+        "warehouse needs the same. Default: a random key kept in EWI_HOME/audit/chain.key.",
+    )
+    pg_bin_dir: Path | None = Field(
+        None,
+        description="Folder of pg_dump and pg_restore for ewi backup/restore, matching the server's "
+        "major version. Default: the embedded server's own (the pgserver package).",
+    )
 
     # --- detection ------------------------------------------------------------------------------
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import secrets
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -54,11 +56,55 @@ def _ensure_database(admin_dsn: str, name: str) -> None:
             conn.execute(psycopg.sql.SQL("create database {}").format(psycopg.sql.Identifier(name)))
 
 
+def audit_chain_key_file() -> Path:
+    return config.ewi_home() / "audit" / "chain.key"
+
+
+def audit_chain_key() -> str:
+    """The secret that keys the audit trail's hash chain (migration 0019): the setting, else a random
+    key made once per EWI_HOME. It never enters the database, so a change made there without it
+    (plain SQL from another client) leaves a link that does not verify."""
+    from ewi.settings import get_settings
+
+    configured = get_settings().audit_chain_key
+    if configured is not None and configured.get_secret_value():
+        return configured.get_secret_value()
+    path = audit_chain_key_file()
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fresh = path.with_name(f".chain.key.{os.getpid()}")
+        fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(32) + "\n")
+        try:
+            os.link(fresh, path)  # the first process to get here makes the key; the others read it
+        except FileExistsError:
+            pass
+        finally:
+            fresh.unlink()
+    return path.read_text(encoding="utf-8").strip()
+
+
+_CHAIN_OPTION = re.compile(r"\s*-c\s*ewi\.chain_key=\S*")
+
+
+def arm_audit_chain_key() -> None:
+    """Give every session this process opens (psycopg, dbt, pg_dump: libpq reads PGOPTIONS) the chain
+    key as the setting ewi.chain_key, which the audit tables' trigger reads. A process-wide
+    variable rather than a step in each connect: the pipeline, the DAGs and the dashboard connect in
+    many places, and a writer that forgot the step would break the chain."""
+    option = f"-c ewi.chain_key={audit_chain_key()}"
+    kept = _CHAIN_OPTION.sub("", os.environ.get("PGOPTIONS", "")).strip()
+    os.environ["PGOPTIONS"] = f"{kept} {option}".strip()
+
+
 def dsn(database: str | None = None) -> str:
     """The libpq DSN of the warehouse database, starting the embedded server if needed.
 
     EWI_WAREHOUSE_DB (or `database`) picks another database on the same server; it is created
-    when missing, which is how tests get a clean warehouse each."""
+    when missing, which is how tests get a clean warehouse each. Sessions this process opens carry
+    the audit chain's key (`arm_audit_chain_key`)."""
+    arm_audit_chain_key()
     name = database or os.environ.get("EWI_WAREHOUSE_DB")
     external = config.configured_dsn()
     if external:
@@ -70,6 +116,19 @@ def dsn(database: str | None = None) -> str:
     name = name or config.warehouse_database()
     _ensure_database(server.get_uri("postgres"), name)
     return server.get_uri(name)
+
+
+def pg_bin_dir() -> Path:
+    """pg_dump and pg_restore matching the server: the setting, else the embedded server's own
+    (the machine's /usr/bin/pg_dump may be another major version, which pg_dump refuses)."""
+    from ewi.settings import get_settings
+
+    configured = get_settings().pg_bin_dir
+    if configured:
+        return Path(configured)
+    import pgserver
+
+    return Path(pgserver.__file__).resolve().parent / "pginstall" / "bin"
 
 
 def stop() -> bool:

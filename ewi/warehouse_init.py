@@ -34,6 +34,9 @@ def init_warehouse() -> list[str]:
         applied = migrate.migrate(conn)
         with conn.transaction():
             load_area_register(conn)
+        with conn.transaction():
+            # a table another migration added to schema audit is chained here, its rows as genesis
+            conn.execute("select audit.chain_all()")
         # every command prepares the warehouse: the first one that reaches it records the builds
         # that could not record themselves (killed, or cut off by an outage)
         build_runs.settle(conn)

@@ -4,7 +4,7 @@ The audit tables are the warehouse's own (ewi/migrations), so their columns are 
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import psycopg
 
@@ -21,6 +21,18 @@ def batches(conn: psycopg.Connection) -> list[dict]:
         "  as failed_checks "
         "from audit.batches b order by b.received_at desc, b.batch_id"
     ).fetchall()
+
+
+def last_chain_verification(conn: psycopg.Connection) -> dict | None:
+    """The latest `ewi audit verify` (audit.chain_verifications, migration 0019), or None."""
+    if conn.execute("select to_regclass('audit.chain_verifications') is null as absent").fetchone()["absent"]:
+        return None
+    row = conn.execute(
+        "select verified_at, holds, records_checked, links_checked, first_broken, problems "
+        "from audit.chain_verifications order by id desc limit 1").fetchone()
+    if row:
+        row["verified_at"] = row["verified_at"].astimezone(UTC)
+    return row
 
 
 def batch(conn: psycopg.Connection, batch_id: str) -> tuple[dict | None, list[dict]]:

@@ -5,7 +5,7 @@ published figure was computed from."""
 from __future__ import annotations
 
 import os
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 from tests.dashboard.conftest import QUARANTINED_SOURCE
 from tests.dashboard.helpers import iso, parse, published, rows, shown
@@ -141,3 +141,17 @@ def test_lineage_graph_from_the_dbt_manifest_and_openlineage_runs(auditor, coord
     referrals = svg.find("g", data_node="deliveries.referrals")
     assert referrals.find("title").text() == ", ".join(f"{c['status']}: {c['n']}" for c in counts)
     assert coordinator.get("/audit/lineage").status_code == 403
+
+
+def test_auditor_sees_when_the_audit_chain_was_last_verified(auditor, dashboard_warehouse):
+    """The fixture warehouse's trail (deliveries decided, a build, logins and page views written by
+    the dashboard's own role) verifies, and the auditor's page says when and over how many records."""
+    from ewi import audit_chain
+
+    result = audit_chain.verify_warehouse()
+    assert result.holds, [p.words for p in result.problems]
+    assert result.records_checked > 0
+    status = parse(auditor.get("/audit?lang=en").text).find("p", id="chain-status")
+    assert "held" in status.text() and f"{result.records_checked} records checked" in status.text()
+    verified = rows(dashboard_warehouse["dsn"], "select max(verified_at) as at from audit.chain_verifications")[0]
+    assert status.find("time").attrs["datetime"] == verified["at"].astimezone(UTC).isoformat()

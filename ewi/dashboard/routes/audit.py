@@ -45,9 +45,10 @@ def audit_batches(user: AuditorUser, request: Request):
     with data.connect(data.AUDITOR_ROLE) as conn:
         freshness = data.load_status(conn)
         rows = audit_data.batches(conn)
+        chain = audit_data.last_chain_verification(conn)
     for r in rows:
         r["docs_url"] = _docs_url(r.get("data_docs_path"))
-    return page(request, "audit.html", lang, user, freshness=freshness, batches=rows)
+    return page(request, "audit.html", lang, user, freshness=freshness, batches=rows, chain=chain)
 
 
 @router.get("/batch/{batch_id}", response_class=HTMLResponse)
