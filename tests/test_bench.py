@@ -12,7 +12,8 @@ import ewi
 
 EWI = Path(ewi.__file__).parent
 #: The benchmarks `make bench` runs (docs/benchmarks.md), each a name of `python -m ewi.bench`.
-DOCUMENTED = ("ingest", "dbt", "dashboard", "latency", "sessions", "disk", "recovery", "pseudonyms")
+DOCUMENTED = ("ingest", "dbt", "dashboard", "latency", "sessions", "disk", "recovery", "pseudonyms",
+              "audit_chain", "backup")
 
 
 def test_no_benchmark_module_among_the_runtime_modules():

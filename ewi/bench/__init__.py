@@ -1,6 +1,7 @@
 """`make bench`: speed and memory figures, measured on this machine, never asserted in unit tests.
 
-    python -m ewi.bench [ingest] [dbt] [dashboard] [latency] [sessions] [disk] [recovery] [pseudonyms] [--rows N]
+    python -m ewi.bench [ingest] [dbt] [dashboard] [latency] [sessions] [disk] [recovery] [pseudonyms]
+                      [audit_chain] [backup] [--rows N]
 
 Each benchmark runs against its own database on the warehouse server and prints one JSON line.
 """
@@ -61,6 +62,8 @@ BENCHMARKS = {
     "disk": ("recovery", "bench_disk", True),
     "recovery": ("recovery", "bench_recovery", False),
     "pseudonyms": ("pseudonyms", "bench_pseudonyms", True),
+    "audit_chain": ("backup", "bench_audit_chain", True),
+    "backup": ("backup", "bench_backup", False),
 }
 
 
