@@ -116,13 +116,53 @@ def audit_tables(conn: psycopg.Connection) -> list[str]:
 
 def chained_tables(conn: psycopg.Connection) -> dict[str, list[str]]:
     """The audit tables with the chain's trigger, and the key columns each names its rows by."""
+    return {table: cols for table, (cols, _) in _triggers(conn).items()}
+
+
+def _triggers(conn: psycopg.Connection) -> dict[str, tuple[list[str], bool]]:
+    """table -> (key columns, whether the trigger fires): one disabled (ALTER TABLE ... DISABLE
+    TRIGGER) records nothing."""
     out = {}
-    for table, args in conn.execute(
-            """select n.nspname || '.' || c.relname, t.tgargs from pg_trigger as t
+    for table, args, enabled in conn.execute(
+            """select n.nspname || '.' || c.relname, t.tgargs, t.tgenabled <> 'D' from pg_trigger as t
                join pg_class as c on c.oid = t.tgrelid join pg_namespace as n on n.oid = c.relnamespace
                where t.tgname = 'audit_chain' and n.nspname = 'audit'""").fetchall():
-        out[table] = [a.decode() for a in bytes(args).split(b"\x00") if a]
+        out[table] = ([a.decode() for a in bytes(args).split(b"\x00") if a], enabled)
     return out
+
+
+def ensure_chained(conn: psycopg.Connection) -> int:
+    """Chain every table of schema audit that has no chain trigger (`ewi warehouse init`, after the
+    migrations): a new table with its rows as genesis records (audit.chain_all); a table the chain
+    already knows, whose trigger was dropped, gets its trigger back and no genesis, so what was
+    changed meanwhile stays visible to `verify` instead of being taken in as a new start."""
+    chained = chained_tables(conn)
+    missing = [t for t in audit_tables(conn) if t not in chained]
+    if not missing:
+        return 0
+    for table in missing:
+        if conn.execute("select exists (select 1 from audit.chain where table_name = %s)", (table,)).fetchone()[0]:
+            conn.execute(sql.SQL(
+                "create constraint trigger audit_chain after insert or update or delete on {} "
+                "deferrable initially deferred for each row execute function audit.chain_record({})"
+            ).format(sql.Identifier(*table.split(".", 1)),
+                     sql.SQL(", ").join(sql.Literal(c) for c in _key_columns(conn, table))))
+    return conn.execute("select audit.chain_all()").fetchone()[0]
+
+
+def _key_columns(conn: psycopg.Connection, table: str) -> list[str]:
+    """The columns a table's rows are named by: its primary key, else batch_id / run_id (as 0019's
+    audit.chain_table picks them)."""
+    cols = conn.execute(
+        """select a.attname from pg_index as i
+           join pg_attribute as a on a.attrelid = i.indrelid and a.attnum = any (i.indkey)
+           where i.indrelid = %s::regclass and i.indisprimary
+           order by array_position(i.indkey::int2[], a.attnum)""", (table,)).fetchall()
+    if not cols:
+        cols = conn.execute(
+            """select attname from pg_attribute where attrelid = %s::regclass
+               and attname in ('batch_id', 'run_id') and not attisdropped order by attnum""", (table,)).fetchall()
+    return [c[0] for c in cols]
 
 
 def _check_rows(conn: psycopg.Connection, table: str, cols: list[str]) -> tuple[int, list[Problem]]:
@@ -198,14 +238,18 @@ def verify(conn: psycopg.Connection, key: str | None = None) -> Verification:
         conn.execute("set transaction isolation level repeatable read, read only")
         links, head_seq, head_hash, link_problems = _check_links(conn, key)
         problems += link_problems
-        chained = chained_tables(conn)
+        triggers = _triggers(conn)
         records = 0
         for table in audit_tables(conn):
-            if table not in chained:
+            if table not in triggers:
                 problems.append(Problem("not_chained", table, None, None,
                                         f"{table} is not chained: run `ewi warehouse init`"))
                 continue
-            count, table_problems = _check_rows(conn, table, chained[table])
+            cols, enabled = triggers[table]
+            if not enabled:
+                problems.append(Problem("not_chained", table, None, None,
+                                        f"the chain's trigger on {table} is disabled: changes to it are not recorded"))
+            count, table_problems = _check_rows(conn, table, cols)
             records += count
             problems += table_problems
         problems += _check_last_verification(conn)

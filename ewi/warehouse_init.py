@@ -7,7 +7,7 @@ import os
 
 from psycopg import sql
 
-from ewi import build_runs, config, migrate, warehouse
+from ewi import audit_chain, build_runs, config, migrate, warehouse
 
 AREA_COLUMNS = ("area_code", "area_name", "area_class", "pop_total", "pop_0_5", "pop_6_12",
                 "pop_13_15", "pop_16_17", "pop_18_20")
@@ -36,7 +36,7 @@ def init_warehouse() -> list[str]:
             load_area_register(conn)
         with conn.transaction():
             # a table another migration added to schema audit is chained here, its rows as genesis
-            conn.execute("select audit.chain_all()")
+            audit_chain.ensure_chained(conn)
         # every command prepares the warehouse: the first one that reaches it records the builds
         # that could not record themselves (killed, or cut off by an outage)
         build_runs.settle(conn)

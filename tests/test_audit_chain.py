@@ -237,3 +237,19 @@ def test_the_key_never_enters_the_database(clone):
                           text=True, timeout=120, env={k: v for k, v in os.environ.items() if k != "PGOPTIONS"})
     assert dump.returncode == 0 and "constraint trigger audit_chain" in dump.stdout.lower()
     assert key not in dump.stdout
+
+
+def test_a_dropped_or_disabled_trigger_is_found_and_init_restores_it_without_a_new_start(clone):
+    dsn, conn = clone
+    batch = conn.execute("select batch_id from audit.batches where status = 'published' limit 1").fetchone()[0]
+    conn.execute("alter table audit.batches disable trigger audit_chain")
+    assert {p.kind for p in verify(dsn).problems} == {"not_chained"}
+    conn.execute("alter table audit.batches enable trigger audit_chain")
+    conn.execute("drop trigger audit_chain on audit.batches")
+    with outsider(dsn) as sql:  # a change while nothing records it
+        sql.execute("update audit.batches set rows_published = 1 where batch_id = %s", (batch,))
+    assert "not_chained" in {p.kind for p in verify(dsn).problems}
+    with psycopg.connect(dsn) as own:  # what `ewi warehouse init` does after the migrations
+        assert audit_chain.ensure_chained(own) == 0  # no genesis: the chain knows the table
+    result = verify(dsn)
+    assert [(p.kind, p.key) for p in result.problems] == [("row_changed", f"batch_id={batch}")]
