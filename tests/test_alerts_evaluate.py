@@ -9,7 +9,7 @@ from ewi.alerts import evaluation
 from ewi.alerts.evaluation import metrics, power, scoring, simulation, tuning
 from ewi.alerts.evaluation.simulate import Scenario, simulate_series
 from ewi.alerts.runner import farrington_parameters
-from ewi.alerts.series import trailing_sum
+from ewi.alerts.series import INDICATORS, trailing_sum
 
 
 def test_detection_metrics_hand_made():
@@ -33,9 +33,15 @@ def test_simulated_series_are_reproducible_and_carry_their_outbreak():
 @pytest.mark.slow
 def test_evaluation_runs_end_to_end_on_tiny_sizes(tmp_path):
     out = tmp_path / "alert_evaluation.md"
-    result = evaluation.run(n_series=2, rise_seeds=1, out=out, workers=1, weeks=60, quiet_seeds=(510,))
+    result = evaluation.run(n_series=2, rise_seeds=1, out=out, workers=1, weeks=60, quiet_seeds=(510,),
+                            cache=tmp_path / "cache",
+                            ceiling_options={"tuning_quiet": (500,), "tuning_rises": (600,)})
     report = out.read_text(encoding="utf-8")
     assert "# Alert evaluation" in report and "## Targets (default method)" in report
+    assert "## 4. Each indicator against its own ceiling" in report
+    rows = result["ceiling"]["rows"]
+    assert {r["method"] for r in rows} >= {"farrington", "ears_c2", "eb", "oracle"}
+    assert set(result["ceiling"]["defaults"]) == set(INDICATORS)
     assert len(result["simulation"]) == len(simulation.SCENARIOS)
     assert result["synth"]["series"] == 24 * 5
     for method in scoring.METHODS:

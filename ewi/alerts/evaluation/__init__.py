@@ -28,29 +28,37 @@ Usage: python -m ewi.alerts.evaluation [--series 100] [--rise-seeds 12] [--out d
 
 from __future__ import annotations
 
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from ewi.alerts.evaluation.ceiling import cache_dir, ceiling_suite, render_ceiling
 from ewi.alerts.evaluation.power import power_analysis
 from ewi.alerts.evaluation.report import render
 from ewi.alerts.evaluation.scoring import configured_settings
 from ewi.alerts.evaluation.simulation import simulation_suite
-from ewi.alerts.evaluation.synth_suite import QUIET_SEEDS, RISE_SEEDS, synth_suite
+from ewi.alerts.evaluation.synth_suite import QUIET_SEEDS, RISE_SEED_BASE, RISE_SEEDS, synth_suite
 
 
 def run(n_series: int = 100, rise_seeds: int = RISE_SEEDS, out: Path | None = None, workers: int = 2,
-        weeks: int = 156, quiet_seeds: tuple[int, ...] = QUIET_SEEDS) -> dict:
-    """Both suites; `weeks` of history per series (smaller only for smoke tests)."""
+        weeks: int = 156, quiet_seeds: tuple[int, ...] = QUIET_SEEDS, cache: Path | None = None,
+        ceiling_options: dict | None = None) -> dict:
+    """Every suite; `weeks` of history per series (smaller only for smoke tests). Synth counts and
+    the ceiling's statistics are cached under `cache` (default $EWI_HOME/eval-cache)."""
     started = time.monotonic()
     settings = configured_settings()
-    with ProcessPoolExecutor(max_workers=workers) as pool, tempfile.TemporaryDirectory(prefix="ewi-eval-") as tmp:
+    cache = Path(cache or cache_dir())
+    cache.mkdir(parents=True, exist_ok=True)
+    with ProcessPoolExecutor(max_workers=workers) as pool:
         sim = simulation_suite(n_series, settings, pool, weeks)
-        syn = synth_suite(rise_seeds, settings, pool, Path(tmp), weeks, quiet_seeds)
+        syn = synth_suite(rise_seeds, settings, pool, cache, weeks, quiet_seeds)
+        ceiling = ceiling_suite(settings, pool, tuple(quiet_seeds),
+                                tuple(RISE_SEED_BASE + i for i in range(rise_seeds)), weeks, cache=cache,
+                                **(ceiling_options or {}))
     power = power_analysis(syn["rises"], min_count=settings.min_count)
     elapsed = time.monotonic() - started
-    report = render(sim, syn, settings, n_series, rise_seeds, elapsed, power)
+    report = render(sim, syn, settings, n_series, rise_seeds, elapsed, power, render_ceiling(ceiling))
     if out is not None:
         Path(out).write_text(report, encoding="utf-8")
-    return {"simulation": sim, "synth": syn, "power": power, "report": report, "elapsed_s": elapsed}
+    return {"simulation": sim, "synth": syn, "power": power, "ceiling": ceiling, "report": report,
+            "elapsed_s": elapsed}

@@ -21,7 +21,7 @@ def _num(v: float, digits: int = 1) -> str:
 
 
 def render(sim: list[dict], syn: dict, settings: Settings, n_series: int, rise_seeds: int,
-           elapsed: float, power: dict | None = None) -> str:
+           elapsed: float, power: dict | None = None, ceiling: list[str] | None = None) -> str:
     fc, ec, default = settings.farrington_for(None), settings.ears, settings.default
     alphas = ", ".join(f"{i} {settings.farrington_for(i).alpha:g}" for i in INDICATORS)
     windows = ", ".join(f"{i} {n}" for i, n in settings.rolling.items() if n > 1) or "none"
@@ -99,6 +99,7 @@ def render(sim: list[dict], syn: dict, settings: Settings, n_series: int, rise_s
     lines += _rise_size_table(syn["rise_sizes"])
     if power is not None:
         lines += _power_section(power, rises, default)
+    lines += ceiling or []
     lines += ["", "## Targets (default method)", ""] + _targets(sim, syn, default, rises) + [""]
     return "\n".join(lines)
 

@@ -69,14 +69,15 @@ def _rise_sizes(with_rises: pd.DataFrame, without: pd.DataFrame, truth: list[dic
 
 def _score_synth(args) -> dict:
     folder, seed, rises, settings, weeks = args
-    folder = Path(folder)
-    counts, truth = synth_counts(folder, seed, rises, weeks)
+    from ewi.alerts.evaluation.ceiling import cached_counts
+
+    counts, truth = cached_counts(seed, rises, weeks, Path(folder))
     series = monitored_series(counts, settings.rolling)
     result = {"alerts": {}, "c2": {}, "weeks": None, "truth": truth, "sizes": [], "seed": seed}
     if rises:
         # The same seed without rises: synth's draws do not depend on the rises, so this is the
         # counterfactual of every rise series (weekly counts, to size the rises as injected).
-        quiet_counts, _ = synth_counts(folder, seed, False, weeks)
+        quiet_counts, _ = cached_counts(seed, False, weeks, Path(folder))
         weekly = dict.fromkeys(INDICATORS, 1)
         result["sizes"] = _rise_sizes(monitored_series(counts, weekly), monitored_series(quiet_counts, weekly), truth)
     wanted = {(r["area_code"], r["indicator"]) for r in truth} if rises else None

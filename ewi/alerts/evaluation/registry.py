@@ -1,0 +1,127 @@
+"""The methods the ceiling evaluation (ceiling.py) compares, in one registry.
+
+A method turns one indicator's panel (every area of one data set) into an evidence statistic per
+area x monitored week: larger = more evidence of a rise, -inf = the method cannot alert that week
+(no baseline, a count below alert_min_count). The evaluation, not the method, chooses the threshold:
+per indicator, the lowest one whose new false signals on the tuning seeds stay within the
+indicator's share of the municipality's budget (ceiling.py). A method with a `grid` of parameter
+sets (e.g. windows) is calibrated at each, and the one finding most tuning rises is kept.
+
+To add a method: write `def my_statistic(panel: Panel, **params) -> np.ndarray` and add
+`register(Method("my_method", my_statistic, "what it is", grid=({...}, ...)))` below (or from the
+method's own module, imported here). `pipeline=True` marks methods the pipeline can run, which are
+the candidates for an indicator's default method.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date
+
+import numpy as np
+
+from ewi.alerts.ears import ears
+from ewi.alerts.eb import eb_statistic, window_sum
+from ewi.alerts.evaluation.scoring import Settings
+from ewi.alerts.farrington import FarringtonControl, farrington_flexible
+
+
+@dataclass
+class Panel:
+    """One indicator of one data set: every area's weekly series and what the methods need."""
+
+    indicator: str
+    areas: list[str]
+    week_starts: list[date]
+    weekly: np.ndarray  # areas x weeks: the weekly count (NaN = no data: holiday, warm-up)
+    watched: np.ndarray  # areas x weeks: the series the pipeline watches (rolling sums where configured)
+    population: np.ndarray  # areas x weeks: the offset (pupils with schedule; youths), NaN = none
+    monitored: range  # the weeks evaluated (the last year)
+    settings: Settings
+    #: areas x weeks: the count expected without rises, known exactly (the oracle's privilege; ceiling.py)
+    known_expected: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    statistic: Callable[..., np.ndarray]
+    description: str
+    grid: tuple[dict, ...] = field(default_factory=lambda: ({},))
+    pipeline: bool = False  # the pipeline runs it: a candidate default method
+    oracle: bool = False  # knows the baseline: the ceiling, not a method
+
+
+REGISTRY: dict[str, Method] = {}
+
+
+def register(method: Method) -> Method:
+    REGISTRY[method.name] = method
+    return method
+
+
+def farrington_statistic(panel: Panel) -> np.ndarray:
+    """-log10 of Farrington's p-value (nbPlugin: a week alerts at alpha exactly when p <= alpha, so a
+    threshold on this statistic is an alpha), with every other condition of an alert (status ok,
+    watched count >= alert_min_count)."""
+    control = {**panel.settings.farrington, "alpha": 0.5}
+    out = np.full((len(panel.areas), len(panel.monitored)), -np.inf)
+    min_count = panel.settings.min_count
+    for a in range(len(panel.areas)):
+        fc = FarringtonControl.from_dict(control)
+        population = panel.population[a] if fc.population_offset else None
+        for j, r in enumerate(farrington_flexible(panel.watched[a], panel.week_starts, fc, population=population,
+                                                  weeks=panel.monitored)):
+            if r.status == "ok" and r.observed and r.observed >= min_count and r.p_value is not None:
+                out[a, j] = -np.log10(max(r.p_value, 1e-300))
+    return out
+
+
+def ears_statistic(panel: Panel, method: str) -> np.ndarray:
+    """EARS C1/C2/C3's statistic on the watched series (-inf below alert_min_count)."""
+    ec = panel.settings.ears
+    out = np.full((len(panel.areas), len(panel.monitored)), -np.inf)
+    for a in range(len(panel.areas)):
+        values = [None if not np.isfinite(v) else float(v) for v in panel.watched[a]]
+        weeks = ears(values, method, ec)
+        for j, k in enumerate(panel.monitored):
+            w = weeks[k]
+            if w.statistic is not None and w.observed is not None and w.observed >= ec.min_count:
+                out[a, j] = w.statistic
+    return out
+
+
+def eb(panel: Panel, window: int, shrink: bool = True) -> np.ndarray:
+    return eb_statistic(panel.weekly, panel.population, panel.monitored, window,
+                        min_count=panel.settings.min_count, shrink=shrink)
+
+
+def oracle_statistic(panel: Panel, window: int) -> np.ndarray:
+    """The trailing `window`-week count against its expectation known exactly: (S - mu) / sqrt(mu).
+    Within an indicator this ranks weeks as the Poisson tail would; the threshold is calibrated like
+    every method's, so it is the best trailing-sum test at the same false-signal budget."""
+    if panel.known_expected is None:
+        raise ValueError("the oracle needs known_expected")
+    s_obs = window_sum(panel.weekly, window)[:, panel.monitored]
+    mu = window_sum(panel.known_expected, window)[:, panel.monitored]
+    out = np.full(s_obs.shape, -np.inf)
+    ok = np.isfinite(s_obs) & np.isfinite(mu) & (mu > 0) & (s_obs >= panel.settings.min_count)
+    out[ok] = (s_obs[ok] - mu[ok]) / np.sqrt(mu[ok])
+    return out
+
+
+WINDOWS = (1, 2, 3, 4, 6)
+
+register(Method("farrington", farrington_statistic, "Farrington-flexible (Noufaily 2013), alpha calibrated",
+                pipeline=True))
+for _m in ("ears_c1", "ears_c2", "ears_c3"):
+    register(Method(_m, lambda panel, _m=_m: ears_statistic(panel, _m), f"EARS {_m[-2:].upper()}, z calibrated",
+                    pipeline=True))
+register(Method("eb", eb, "empirical-Bayes baseline (gamma-Poisson, Marshall 1991), trailing window",
+                grid=tuple({"window": w} for w in WINDOWS)))
+register(Method("eb_unshrunk", lambda panel, window: eb(panel, window, shrink=False),
+                "the same with each area's own history only (no shrinkage)",
+                grid=tuple({"window": w} for w in WINDOWS)))
+register(Method("oracle", oracle_statistic, "baseline known exactly, best trailing window (the ceiling)",
+                grid=tuple({"window": w} for w in WINDOWS), oracle=True))

@@ -1,0 +1,138 @@
+"""The ceiling evaluation's parts on cases with known answers: Marshall's empirical-Bayes estimator,
+signals as area_signals groups them, the calibration to a false-signal budget, the oracle and the
+empirical-Bayes detector."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from datetime import date, timedelta
+
+import numpy as np
+import pytest
+
+from ewi.alerts.eb import eb_statistic, marshall, window_sum
+from ewi.alerts.evaluation.ceiling import calibrate, choose_defaults, false_signals_per_4_weeks, new_signals
+from ewi.alerts.evaluation.registry import REGISTRY, Panel, oracle_statistic
+from ewi.alerts.evaluation.scoring import configured_settings
+
+
+def test_marshall_hand_worked():
+    """O = (0, 10, 40), E = (5, 10, 30): m = 10/9, s2 = 14/81, v = s2 - m / mean(E) = 8/81, and the
+    posterior means m + v/(v + m/E) (O/E - m) = 10/13, 18/17, 14/11 (worked by hand with fractions);
+    they equal the gamma-Poisson conjugate form (O + m^2/v) / (E + m/v), as Bailey & Gatrell state."""
+    est = marshall([0, 10, 40], [5, 10, 30])
+    assert est.prior_mean == pytest.approx(10 / 9)
+    assert est.prior_variance == pytest.approx(8 / 81)
+    assert est.theta == pytest.approx([10 / 13, 18 / 17, 14 / 11])
+    alpha, beta = est.prior_mean ** 2 / est.prior_variance, est.prior_mean / est.prior_variance
+    assert est.theta == pytest.approx((np.array([0, 10, 40]) + alpha) / (np.array([5, 10, 30]) + beta))
+    # The smallest area is pulled furthest towards m.
+    assert est.weight[0] < est.weight[1] < est.weight[2]
+
+
+def test_marshall_without_variation_between_areas_gives_everyone_the_municipalitys_rate():
+    est = marshall([9, 11, 10], [10, 10, 10])  # s2 < m / mean(E): all of it is Poisson noise
+    assert est.prior_variance == 0
+    assert est.theta == pytest.approx([1.0, 1.0, 1.0])
+
+
+#: The Scottish lip cancer data (Clayton & Kaldor 1987, Biometrics 43: 671-681): observed and expected
+#: cases in the 56 districts, the textbook example of empirical-Bayes smoothing.
+LIP_OBSERVED = [9, 39, 11, 9, 15, 8, 26, 7, 6, 20, 13, 5, 3, 8, 17, 9, 2, 7, 9, 7, 16, 31, 11, 7, 19, 15, 7, 10, 16, 11, 5, 3, 7, 8, 11, 9, 11, 8, 6, 4, 10, 8, 2, 6, 19, 3, 2, 3, 28, 6, 1, 1, 1, 1, 0, 0]
+LIP_EXPECTED = [1.4, 8.7, 3, 2.5, 4.3, 2.4, 8.1, 2.3, 2, 6.6, 4.4, 1.8, 1.1, 3.3, 7.8, 4.6, 1.1, 4.2, 5.5, 4.4, 10.5, 22.7, 8.8, 5.6, 15.5, 12.5, 6, 9, 14.4, 10.2, 4.8, 2.9, 7, 8.5, 12.3, 10.1, 12.7, 9.4, 7.2, 5.3, 18.8, 15.8, 4.3, 14.6, 50.7, 8.2, 5.6, 9.3, 88.7, 19.6, 3.4, 3.6, 5.7, 7, 4.2, 1.8]
+
+
+def test_marshall_on_the_lip_cancer_data():
+    est = marshall(LIP_OBSERVED, LIP_EXPECTED)
+    assert sum(LIP_OBSERVED) == 536
+    assert est.prior_mean == pytest.approx(536 / sum(LIP_EXPECTED))
+    assert est.prior_variance > 0
+    # Shrinkage keeps the order of the raw ratios within equal expected counts and pulls the extremes in.
+    assert est.theta.max() < est.raw.max() and est.theta.min() > est.raw.min()
+
+
+@pytest.mark.skipif(shutil.which("Rscript") is None, reason="R (r-base-core) is not installed: no comparison with R")
+def test_marshall_equals_r_method_of_moments():
+    """The same estimator written in R (Bailey & Gatrell's method of moments, as epiR's
+    epi.empbayes parameterises it: risk (obs + nu) / (pop + alpha))."""
+    script = f"""
+    o <- c({','.join(map(str, LIP_OBSERVED))}); e <- c({','.join(map(str, LIP_EXPECTED))})
+    g <- sum(o) / sum(e); r <- o / e
+    phi <- max(0, sum(e * (r - g)^2) / sum(e) - g / mean(e))
+    cat(format((o + g^2 / phi) / (e + g / phi), digits = 15), sep = "\\n")
+    """
+    run = subprocess.run(["Rscript", "-e", script], capture_output=True, text=True, timeout=120, check=False)
+    if run.returncode != 0:
+        pytest.skip(f"Rscript does not run here: {run.stderr.strip()[:200]}")
+    expected = [float(x) for x in run.stdout.split()]
+    assert marshall(LIP_OBSERVED, LIP_EXPECTED).theta == pytest.approx(expected, rel=1e-10)
+
+
+def test_signals_join_alerts_at_most_two_quiet_weeks_apart():
+    alerts = np.array([[1, 0, 0, 1, 0, 0, 0, 1, 1]], dtype=bool)
+    assert np.flatnonzero(new_signals(alerts)[0]).tolist() == [0, 7]
+    assert false_signals_per_4_weeks(alerts.astype(float), 1.0, 8) == 1.0  # 2 signals in 8 weeks
+
+
+def test_calibration_keeps_the_budget_and_is_the_lowest_such_threshold():
+    # 4 series x 10 weeks; one high week per series, values 5, 4, 3, 2, the rest -inf.
+    stats = np.full((4, 10), -np.inf)
+    for i, v in enumerate((5.0, 4.0, 3.0, 2.0)):
+        stats[i, 3] = v
+    # 40 municipality-weeks: 1 signal = 0.1 per 4 weeks. Budget 0.25 allows two signals.
+    assert calibrate(stats, 0.25, 40) == 4.0
+    assert calibrate(stats, 0.05, 40) == np.inf
+    assert calibrate(stats, 10, 40) == 2.0
+
+
+def test_window_sum():
+    assert window_sum(np.array([[1.0, np.nan, 2, 3]]), 2)[0, 1:].tolist() == [1, 2, 5]
+    assert np.isnan(window_sum(np.ones((1, 3)), 2)[0, 0])
+
+
+def _panel(weekly, population, known=None, monitored=None):
+    n = weekly.shape[1]
+    weeks = [date(2024, 1, 1) + timedelta(weeks=k) for k in range(n)]
+    return Panel("referrals", [f"A{i}" for i in range(len(weekly))], weeks, weekly, weekly, population,
+                 monitored or range(n - 52, n), configured_settings(), known)
+
+
+def test_oracle_known_answer():
+    weekly = np.full((1, 60), 2.0)
+    weekly[0, -1] = 8.0
+    panel = _panel(weekly, np.ones((1, 60)), known=np.full((1, 60), 2.0))
+    z = oracle_statistic(panel, window=2)
+    assert z[0, -1] == pytest.approx((10 - 4) / 2)  # S = 8 + 2, mu = 4
+    assert oracle_statistic(panel, window=3)[0, 0] == 0  # S = 6 = mu
+    # a window count below alert_min_count cannot alert
+    assert z[0, 0] == -np.inf  # S = 4
+
+
+def test_eb_detector_finds_the_risen_area_and_shrinks_the_small_ones():
+    rng = np.random.default_rng(3)
+    n_areas, n_weeks = 12, 160
+    population = np.repeat(np.linspace(200, 2000, n_areas)[:, None], n_weeks, axis=1)
+    rate = 0.002 * rng.lognormal(0, 0.2, n_areas)
+    weekly = rng.poisson(population * rate[:, None]).astype(float)
+    weekly[5, -4:] = rng.poisson(population[5, -4:] * rate[5] * 3)
+    monitored = range(n_weeks - 52, n_weeks)
+    z = eb_statistic(weekly, population, monitored, window=3)
+    assert np.unravel_index(np.argmax(np.where(np.isfinite(z), z, -99)), z.shape)[0] == 5
+    assert z[5, -1] > 3
+    # Weeks without a rise: the statistic is centred near 0.
+    assert abs(np.median(z[:, :40][np.isfinite(z[:, :40])])) < 1
+
+
+def test_registry_and_default_choice():
+    assert {"farrington", "ears_c1", "ears_c2", "ears_c3", "eb", "eb_unshrunk", "oracle"} <= set(REGISTRY)
+    assert [m for m in REGISTRY.values() if m.oracle] == [REGISTRY["oracle"]]
+    rows = [{"indicator": "referrals", "method": "farrington", "pipeline": True, "tuning_found_3": 0.4},
+            {"indicator": "referrals", "method": "ears_c2", "pipeline": True, "tuning_found_3": 0.5},
+            {"indicator": "referrals", "method": "oracle", "pipeline": False, "tuning_found_3": 0.9},
+            {"indicator": "contacts", "method": "farrington", "pipeline": True, "tuning_found_3": 0.5},
+            {"indicator": "contacts", "method": "ears_c2", "pipeline": True, "tuning_found_3": 0.5}]
+    defaults = choose_defaults(rows)
+    assert defaults["referrals"] == "ears_c2"  # most tuning rises; the oracle is never a default
+    assert defaults["contacts"] == "farrington"  # a tie goes to Farrington
+    assert defaults["multi_signal"] == "farrington"  # nothing measured
