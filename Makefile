@@ -10,7 +10,7 @@ export EWI_HOME ?= $(CURDIR)/.ewi
 DEMO_DATA := $(EWI_HOME)/demo-data
 DEMO_PORT ?= 8050
 
-.PHONY: help install system-deps demo test lint unit bench eval airflow clean stop mutation
+.PHONY: help install system-deps oidc-provider demo test lint unit bench eval airflow clean stop mutation
 
 help:
 	@echo "make demo   - install, generate two years of synthetic data, run the pipeline, serve the dashboard"
@@ -56,7 +56,15 @@ lint: install
 	$(BIN)/ewi warehouse init >/dev/null
 	eval "$$($(BIN)/ewi warehouse dbt-env)" && $(BIN)/sqlfluff lint dbt_project
 
-test: install system-deps lint
+# The OpenID Connect provider the single sign-on tests start (npm oidc-provider, pinned by
+# tests/oidc/package-lock.json); without node the tests say so and are skipped.
+oidc-provider:
+	@if command -v npm >/dev/null 2>&1; then \
+	  echo "==> [setup] npm ci in tests/oidc (the test OpenID Connect provider)"; \
+	  (cd tests/oidc && npm ci --no-audit --no-fund --silent) || echo "!! npm ci failed: the single sign-on tests will install or skip"; \
+	else echo "!! node/npm not installed: the single sign-on tests will be skipped"; fi
+
+test: install system-deps oidc-provider lint
 	@echo "==> [test] pytest"
 	mkdir -p $(EWI_HOME)
 	# the lint step started this EWI_HOME's embedded warehouse: stop it whatever pytest answers

@@ -228,6 +228,12 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
                 print(f"{u.username:<24} {u.role:<12} {'disabled' if u.disabled else 'enabled':<9} "
                       f"{'EWI_DASHBOARD_USERS' if u.username in from_env else users.users_file()}")
         return EXIT_OK
+    if action == "end-sessions":
+        if not args.name:
+            print("ewi dashboard end-sessions NAME", file=sys.stderr)
+            return EXIT_USAGE
+        _end_sessions(args.name)
+        return EXIT_OK
     if action in ("add-user", "set-role", "disable-user", "enable-user", "delete-user"):
         if not args.name or (action in ("add-user", "set-role") and not args.role):
             role = " --role coordinator|auditor" if action in ("add-user", "set-role") else ""
@@ -382,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("dashboard", help="serve the dashboard, or administer its local users")
     p.add_argument("action", nargs="?", default="serve", choices=[
         "serve", "list-users", "add-user", "set-role", "disable-user", "enable-user", "delete-user",
-        "remove-user"])
+        "remove-user", "end-sessions"])
     p.add_argument("name", nargs="?")
     p.add_argument("--role", choices=["coordinator", "auditor"])
     p.add_argument("--demo-users", action="store_true",

@@ -8,10 +8,12 @@ that names the setting (``ewi.errors``); the README's settings table is generate
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -41,6 +43,41 @@ class Settings(BaseSettings):
     )
 
     # --- single sign-on (OpenID Connect) --------------------------------------------------------
+    oidc_issuer: str | None = Field(
+        None,
+        description="Issuer URL of the OpenID Connect provider (Entra ID, Keycloak, ...); its discovery"
+        " document is read from ISSUER/.well-known/openid-configuration. Unset: no single sign-on.",
+    )
+    oidc_client_id: str | None = Field(None, description="The dashboard's client id at the provider.")
+    oidc_client_secret: SecretStr | None = Field(
+        None, description="The client secret (secret); unset: a public client, PKCE only."
+    )
+    oidc_redirect_uri: str | None = Field(
+        None,
+        description="The callback URL registered at the provider, e.g. https://ewi.example/login/sso/callback."
+        " Unset: built from the request (right unless a proxy changes the host or scheme).",
+    )
+    oidc_scopes: str = Field("openid profile email", description="Scopes asked for (space-separated).")
+    oidc_username_claim: str = Field(
+        "preferred_username", description="ID-token claim that names the user (falls back to sub)."
+    )
+    oidc_role_claim: str = Field(
+        "groups", description="ID-token claim (a string or a list) whose values give the EWI role."
+    )
+    oidc_role_map: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict,
+        description='JSON map from role-claim values to EWI roles, e.g. {"ewi-coordinators": "coordinator",'
+        ' "ewi-auditors": "auditor"}. Empty: the values coordinator and auditor themselves. A user with no'
+        " mapped value is refused; one with both roles is an auditor.",
+    )
+
+    @field_validator("oidc_role_map", mode="before")
+    @classmethod
+    def _role_map_json(cls, value):
+        # compose passes an unset map as an empty string: no map, not a JSON error
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else {}
+        return value
 
     # --- retention and erasure ------------------------------------------------------------------
 

@@ -151,9 +151,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve(env: dict, stderr) -> tuple[subprocess.Popen, str]:
+def serve(env: dict, stderr, port: int | None = None) -> tuple[subprocess.Popen, str]:
     """`ewi dashboard` in a process of its own; returns it and its URL once its health check answers."""
-    port = free_port()
+    port = port or free_port()
     proc = subprocess.Popen([sys.executable, "-m", "ewi.cli", "dashboard", "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=stderr, env=env, text=True)
     line = proc.stdout.readline()  # it says where it serves before it starts (nothing else is printed)

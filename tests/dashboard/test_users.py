@@ -179,3 +179,11 @@ def test_users_given_in_the_environment_count_beside_the_file_and_cannot_be_chan
             change()
     # the file holds only its own users: the environment's are never copied into it
     assert [u["username"] for u in json.loads(users.users_file().read_text())["users"]] == ["anna"]
+
+
+def test_end_sessions_ends_a_users_sessions_and_keeps_the_user(server, env):
+    client = _login(server, "anna")
+    done = ewi("dashboard", "end-sessions", "anna")
+    assert done.returncode == 0 and "1 open session(s) of anna ended" in done.stdout
+    assert client.get("/").status_code == 303
+    assert _try_login(server, "anna", PASSWORDS["anna"])[1] == 303  # may log in again

@@ -62,6 +62,17 @@ def current_user(request: Request) -> dict:
     if not session_id:
         raise LoginRequired()
     found = sessions.use(session_id, SESSION_IDLE_SECONDS, SESSION_ABSOLUTE_SECONDS)
+    if found and found[1].startswith(sessions.SSO_CREDENTIAL):
+        # single sign-on: the role the provider gave at login holds for the session (at most 12
+        # hours); a local user of the same name who is disabled blocks it
+        role = found[1][len(sessions.SSO_CREDENTIAL):]
+        local = users.load_users().get(found[0])
+        if role in users.ROLES and not (local and local.disabled):
+            request.state.user = {"username": found[0], "role": role, "sso": True}
+            return request.state.user
+        sessions.end(session_id, "user_changed")
+        request.session.pop("sid", None)
+        raise LoginRequired()
     user = users.load_users().get(found[0]) if found else None
     if user is None or user.disabled or sessions.credential(user.password_hash) != found[1]:
         if found:
@@ -113,10 +124,15 @@ def record_access(action: str, user: dict | None, request: Request, success: boo
         )
 
 
+def https_only() -> bool:
+    """Whether the dashboard is served over HTTPS (behind a proxy): cookies then say Secure."""
+    return os.environ.get("EWI_DASHBOARD_HTTPS") == "1"
+
+
 def install(app: FastAPI, forbidden_page) -> None:
     """The session cookie, the security headers and the answers to a missing login (the login
     page, or 401 for what a page loads) and a missing role (`forbidden_page(request)`, a 403)."""
-    https = os.environ.get("EWI_DASHBOARD_HTTPS") == "1"
+    https = https_only()
     app.add_middleware(
         SessionMiddleware, secret_key=session_secret(), session_cookie="ewi_session",
         max_age=SESSION_IDLE_SECONDS, same_site="strict", https_only=https,

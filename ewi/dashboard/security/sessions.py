@@ -49,10 +49,20 @@ def credential(password_hash: str) -> str:
     return hashlib.sha256(password_hash.encode()).hexdigest()[:32]
 
 
-def start(session_id: str, username: str, password_hash: str) -> None:
+#: what a single sign-on session keeps in place of a password digest: the role the provider gave
+SSO_CREDENTIAL = "sso:"
+
+
+def sso_credential(role: str) -> str:
+    return SSO_CREDENTIAL + role
+
+
+def start(session_id: str, username: str, password_hash: str | None = None, sso_role: str | None = None) -> None:
+    """A session of a local user (their password hash) or of a single sign-on user (their role)."""
+    remembered = sso_credential(sso_role) if sso_role else credential(password_hash or "")
     with data.connect(read_only=False) as conn:
         conn.execute("select dashboard_auth.start_session(%s, %s, %s)",
-                     (_digest(session_id), username, credential(password_hash)))
+                     (_digest(session_id), username, remembered))
 
 
 def use(session_id: str, idle_seconds: int, absolute_seconds: int) -> tuple[str, str] | None:
