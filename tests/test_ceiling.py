@@ -136,3 +136,13 @@ def test_registry_and_default_choice():
     assert defaults["referrals"] == "ears_c2"  # most tuning rises; the oracle is never a default
     assert defaults["contacts"] == "farrington"  # a tie goes to Farrington
     assert defaults["multi_signal"] == "farrington"  # nothing measured
+
+
+def test_default_method_var_one_method_or_per_indicator():
+    from ewi.alerts.evaluation.scoring import Settings, default_methods
+
+    assert default_methods("ears_c2") == ("ears_c2", {})
+    assert default_methods({"default": "farrington", "contacts": "ears_c2"}) == ("farrington", {"contacts": "ears_c2"})
+    s = configured_settings()
+    mapped = Settings(s.farrington, s.rolling, s.ears, "farrington", s.min_count, {"contacts": "ears_c2"})
+    assert mapped.default_for("contacts") == "ears_c2" and mapped.default_for("referrals") == "farrington"

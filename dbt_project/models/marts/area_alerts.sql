@@ -1,8 +1,8 @@
 -- Every area x week x indicator x alert method, with a plain-language explanation in Swedish and
 -- English. Methods: farrington (Python task ewi.alerts.run_farrington -> alerts.farrington_results;
 -- this builds fine, without farrington rows, while that table is empty) and ears_c1/c2/c3
--- (alert_ears). is_default_method marks the method the dashboard calls "an alert"
--- (var ewi_default_alert_method).
+-- (alert_ears). is_default_method marks the method the dashboard calls "an alert" for the row's
+-- indicator (var ewi_default_alert_method: one method, or indicator -> method).
 -- Disclosure control: an alert's figures are sums and means of the weekly cells that
 -- area_weekly_indicators publishes or suppresses, so a figure built from a suppressed cell would give
 -- that cell back by differencing (observed 7 over three weeks of which two are published 0 and 2).
@@ -172,7 +172,7 @@ select
         ::numeric(10, 2) as score,
     alert::boolean as is_alert,
     published_status::text as status,
-    (method = '{{ var("ewi_default_alert_method", "farrington") }}')::boolean as is_default_method,
+    (method = {{ default_alert_method('indicator') }})::boolean as is_default_method,
     (case status
         when 'no_data' then format('%s, %s: inga uppgifter denna vecka (lov eller ingen leverans).',
                                    label_sv, area_name)

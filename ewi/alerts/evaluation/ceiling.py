@@ -23,6 +23,7 @@ set statistics too, keyed by every module they depend on, so a second `make eval
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import math
 import pickle
@@ -173,28 +174,42 @@ def _grid_key(params: dict) -> str:
     return json.dumps(params, sort_keys=True)
 
 
+def _method_digest(name: str) -> str:
+    """What a method's statistics depend on: its statistic's source, the files it names in `sources`,
+    and the code that builds the panels, so that adding or changing one method recomputes only it."""
+    method = REGISTRY[name]
+    h = hashlib.sha256(inspect.getsource(method.statistic).encode())
+    h.update(_code_digest("alerts/series.py", "alerts/evaluation/ceiling.py", *method.sources).encode())
+    h.update(repr(method.grid).encode())
+    return h.hexdigest()[:12]
+
+
 def score_data_set(args) -> dict:
-    """Every registered method's statistic on one data set (cached on disk)."""
+    """Every requested method's statistic on one data set, each method cached on disk on its own."""
     seed, rises, weeks, settings, profile, methods, cache = args
-    digest = _code_digest("synth.py", "alerts", "ingest/reading.py")
-    key = hashlib.sha256(pickle.dumps((seed, rises, weeks, repr(settings), digest, sorted(methods),
-                                       None if profile is None else {k: v.round(6).tobytes() for k, v in
-                                                                     profile.items()}))).hexdigest()[:16]
-    path = Path(cache) / f"scores-{seed}-{'rises' if rises else 'none'}-{key}.pkl"
-    if path.exists():
-        return pickle.loads(path.read_bytes())  # noqa: S301 - our own cache
-    counts, truth = cached_counts(seed, rises, weeks, Path(cache))
-    by_indicator = panels(counts, truth, settings, profile)
-    wanted = {(r["area_code"], r["indicator"]) for r in truth} if rises else None
+    base = hashlib.sha256(pickle.dumps((seed, rises, weeks, repr(settings),
+                                        _code_digest("synth.py", "alerts/evaluation/counts.py", "ingest/reading.py"),
+                                        None if profile is None else {k: v.round(6).tobytes() for k, v in
+                                                                      profile.items()}))).hexdigest()[:12]
     stats: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+    by_indicator = None
+    counts, truth = cached_counts(seed, rises, weeks, Path(cache))
+    wanted = {(r["area_code"], r["indicator"]) for r in truth} if rises else None
     for name in methods:
+        path = Path(cache) / f"scores-{seed}-{'rises' if rises else 'none'}-{name}-{base}-{_method_digest(name)}.pkl"
+        if path.exists():
+            stats.update(pickle.loads(path.read_bytes()))  # noqa: S301 - our own cache
+            continue
+        if by_indicator is None:
+            by_indicator = panels(counts, truth, settings, profile)
         method = REGISTRY[name]
+        mine = {}
         for params in method.grid:
             per = {}
             for indicator, panel in by_indicator.items():
                 if wanted is not None and not any(i == indicator for _, i in wanted):
                     continue
-                if wanted is not None and method.pipeline:
+                if wanted is not None and method.per_area:
                     # Per-area methods: only the risen areas' series matter on a data set with rises.
                     rows = [k for k, a in enumerate(panel.areas) if (a, indicator) in wanted]
                     sub = Panel(indicator, [panel.areas[k] for k in rows], panel.week_starts, panel.weekly[rows],
@@ -205,7 +220,13 @@ def score_data_set(args) -> dict:
                     per[indicator] = full
                 else:
                     per[indicator] = method.statistic(panel, **params)
-            stats[(name, _grid_key(params))] = per
+            mine[(name, _grid_key(params))] = per
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(pickle.dumps(mine))
+        tmp.replace(path)
+        stats.update(mine)
+    if by_indicator is None:
+        by_indicator = panels(counts, truth, settings, None)
     any_panel = next(iter(by_indicator.values()))
     monitored_weeks = any_panel.week_starts[any_panel.monitored.start:]
     rise_rows = []
@@ -218,12 +239,7 @@ def score_data_set(args) -> dict:
         rise_rows.append({"seed": seed, "indicator": rise["indicator"], "size": float(rise["size"]),
                           "area_index": a, "start": monitored_weeks.index(first),
                           "area_population": float(np.nanmean(panel.population[a]))})
-    result = {"seed": seed, "rises": rises, "stats": stats, "rise_rows": rise_rows,
-              "n_weeks": len(monitored_weeks)}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(pickle.dumps(result))
-    tmp.replace(path)
-    return result
+    return {"seed": seed, "rises": rises, "stats": stats, "rise_rows": rise_rows, "n_weeks": len(monitored_weeks)}
 
 
 # ---- the suite ----------------------------------------------------------------------------------------
@@ -382,21 +398,25 @@ def _by_size(rows: list[dict], defaults: dict[str, str]) -> list[str]:
 
 
 def _small_areas(rows: list[dict]) -> list[str]:
-    """Empirical-Bayes shrinkage against each area's own history, for rises in small and large areas."""
-    lines = ["", "What shrinkage gains: rises found within 3 weeks by the empirical-Bayes baseline and by the same "
-             "test on each area's own history, for rises in areas below and above the median population of "
-             "the risen areas (each at its own calibrated threshold).", "",
-             "| indicator | areas | rises | eb ≤ 3 wk | eb_unshrunk ≤ 3 wk |", "| --- | --- | ---: | ---: | ---: |"]
+    """Empirical-Bayes shrinkage against each area's own history, for rises in small and large areas,
+    with two years of history and with half a year."""
+    pairs = (("eb", "eb_unshrunk"), ("eb_short", "eb_unshrunk_short"))
+    lines = ["", "What shrinkage gains: rises found within 3 weeks by the empirical-Bayes baseline (shrunk) and by the "
+             "same test on each area's own history (own), for rises in areas below and above the median population "
+             "of the risen areas, each at its own calibrated threshold; with two years of history (104 weeks) and "
+             "with half a year (26).", "",
+             "| indicator | areas | rises | shrunk, 104 wk | own, 104 wk | shrunk, 26 wk | own, 26 wk |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for indicator in INDICATORS:
-        eb = next((r for r in rows if r["indicator"] == indicator and r["method"] == "eb"), None)
-        raw = next((r for r in rows if r["indicator"] == indicator and r["method"] == "eb_unshrunk"), None)
-        if eb is None or raw is None or not eb["rises"]:
+        found = {r["method"]: r for r in rows if r["indicator"] == indicator}
+        if not all(m in found for pair in pairs for m in pair) or not found["eb"]["rises"]:
             continue
-        median = float(np.median(eb["area_population"]))
+        population = found["eb"]["area_population"]
+        median = float(np.median(population))
         for label, keep in (("small", lambda p, m=median: p <= m), ("large", lambda p, m=median: p > m)):
-            idx = [i for i, p in enumerate(eb["area_population"]) if keep(p)]
-            lines.append(f"| {indicator} | {label} | {len(idx)} | {_pct(_rate([eb['found_3'][i] for i in idx]))} | "
-                         f"{_pct(_rate([raw['found_3'][i] for i in idx]))} |")
+            idx = [i for i, p in enumerate(population) if keep(p)]
+            cells = [_pct(_rate([found[m]["found_3"][i] for i in idx])) for pair in pairs for m in pair]
+            lines.append(f"| {indicator} | {label} | {len(idx)} | " + " | ".join(cells) + " |")
     return lines
 
 

@@ -8,9 +8,11 @@ indicator's share of the municipality's budget (ceiling.py). A method with a `gr
 sets (e.g. windows) is calibrated at each, and the one finding most tuning rises is kept.
 
 To add a method: write `def my_statistic(panel: Panel, **params) -> np.ndarray` and add
-`register(Method("my_method", my_statistic, "what it is", grid=({...}, ...)))` below (or from the
-method's own module, imported here). `pipeline=True` marks methods the pipeline can run, which are
-the candidates for an indicator's default method.
+`register(Method("my_method", my_statistic, "what it is", grid=({...}, ...), sources=("alerts/my.py",)))`
+below (or from the method's own module, imported here). `pipeline=True` marks methods the pipeline
+can run, which are the candidates for an indicator's default method; `per_area=True` methods see only
+the risen areas on data sets with rises (cheaper); statistics are cached per data set and method,
+keyed by the statistic's source and `sources`.
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ class Method:
     grid: tuple[dict, ...] = field(default_factory=lambda: ({},))
     pipeline: bool = False  # the pipeline runs it: a candidate default method
     oracle: bool = False  # knows the baseline: the ceiling, not a method
+    per_area: bool = False  # each area's statistic depends on its own series only (computed for risen areas only)
+    sources: tuple[str, ...] = ()  # files under ewi/ it depends on (its cached statistics are keyed by them)
 
 
 REGISTRY: dict[str, Method] = {}
@@ -92,9 +96,13 @@ def ears_statistic(panel: Panel, method: str) -> np.ndarray:
     return out
 
 
-def eb(panel: Panel, window: int, shrink: bool = True) -> np.ndarray:
-    return eb_statistic(panel.weekly, panel.population, panel.monitored, window,
+def eb(panel: Panel, window: int, shrink: bool = True, history: int = 104) -> np.ndarray:
+    return eb_statistic(panel.weekly, panel.population, panel.monitored, window, history=history,
                         min_count=panel.settings.min_count, shrink=shrink)
+
+
+#: Half a year: what an area added to the register, or the pipeline's first months, has as history.
+SHORT_HISTORY = 26
 
 
 def oracle_statistic(panel: Panel, window: int) -> np.ndarray:
@@ -114,14 +122,20 @@ def oracle_statistic(panel: Panel, window: int) -> np.ndarray:
 WINDOWS = (1, 2, 3, 4, 6)
 
 register(Method("farrington", farrington_statistic, "Farrington-flexible (Noufaily 2013), alpha calibrated",
-                pipeline=True))
+                pipeline=True, per_area=True, sources=("alerts/farrington.py",)))
 for _m in ("ears_c1", "ears_c2", "ears_c3"):
     register(Method(_m, lambda panel, _m=_m: ears_statistic(panel, _m), f"EARS {_m[-2:].upper()}, z calibrated",
-                    pipeline=True))
+                    pipeline=True, per_area=True, sources=("alerts/ears.py",)))
 register(Method("eb", eb, "empirical-Bayes baseline (gamma-Poisson, Marshall 1991), trailing window",
-                grid=tuple({"window": w} for w in WINDOWS)))
+                grid=tuple({"window": w} for w in WINDOWS), sources=("alerts/eb.py",)))
 register(Method("eb_unshrunk", lambda panel, window: eb(panel, window, shrink=False),
                 "the same with each area's own history only (no shrinkage)",
-                grid=tuple({"window": w} for w in WINDOWS)))
+                grid=tuple({"window": w} for w in WINDOWS), sources=("alerts/eb.py",)))
+register(Method("eb_short", lambda panel, window: eb(panel, window, history=SHORT_HISTORY),
+                f"the empirical-Bayes baseline from only {SHORT_HISTORY} weeks of history",
+                grid=tuple({"window": w} for w in WINDOWS), sources=("alerts/eb.py",)))
+register(Method("eb_unshrunk_short", lambda panel, window: eb(panel, window, shrink=False, history=SHORT_HISTORY),
+                f"the same without shrinkage, {SHORT_HISTORY} weeks of history",
+                grid=tuple({"window": w} for w in WINDOWS), sources=("alerts/eb.py",)))
 register(Method("oracle", oracle_statistic, "baseline known exactly, best trailing window (the ceiling)",
-                grid=tuple({"window": w} for w in WINDOWS), oracle=True))
+                grid=tuple({"window": w} for w in WINDOWS), oracle=True, per_area=True))

@@ -22,7 +22,8 @@ def _num(v: float, digits: int = 1) -> str:
 
 def render(sim: list[dict], syn: dict, settings: Settings, n_series: int, rise_seeds: int,
            elapsed: float, power: dict | None = None, ceiling: list[str] | None = None) -> str:
-    fc, ec, default = settings.farrington_for(None), settings.ears, settings.default
+    fc, ec, default = settings.farrington_for(None), settings.ears, "default"
+    chosen = ", ".join(f"{i} `{settings.default_for(i)}`" for i in INDICATORS)
     alphas = ", ".join(f"{i} {settings.farrington_for(i).alpha:g}" for i in INDICATORS)
     windows = ", ".join(f"{i} {n}" for i, n in settings.rolling.items() if n > 1) or "none"
     lines = [
@@ -36,7 +37,7 @@ def render(sim: list[dict], syn: dict, settings: Settings, n_series: int, rise_s
         f"pastWeeksNotIncluded={fc.past_weeks_not_included}, threshold={fc.threshold_method}, "
         f"reweighting above {fc.weights_threshold}, limit54={list(fc.limit54)}; EARS baseline {ec.baseline} weeks, "
         f"z={ec.z}, min_sigma={ec.min_sigma}, C3 threshold {ec.c3_threshold}, no alert below {ec.min_count}. "
-        f"Default method: `{default}`. Rolling sums (weeks): {windows}; other series weekly.",
+        f"Default method per indicator: {chosen}. Rolling sums (weeks): {windows}; other series weekly.",
         f"Run: {n_series} series per scenario, {rise_seeds} synth seeds with rises (seeds {RISE_SEED_BASE}-"
         f"{RISE_SEED_BASE + rise_seeds - 1}), quiet seeds {', '.join(map(str, syn['quiet_seeds']))}, {elapsed:.0f} s.",
         "",
@@ -78,7 +79,7 @@ def render(sim: list[dict], syn: dict, settings: Settings, n_series: int, rise_s
                      f"{_num(syn['false_episodes_per_week'][m], 2)} | {_num(4 * syn['false_episodes_per_week'][m], 2)} |")
     lines.append(f"| ears_c2 @ farrington FPR (z={_num(syn['c2_calibrated_z'], 2)}) | "
                  f"{_num(syn['c2_calibrated_false_per_week'], 2)} | | |")
-    lines += ["", f"The default method (`{default}`) per indicator:", "",
+    lines += ["", f"The default methods ({chosen}) per indicator:", "",
               "| indicator | new false alerts per 4 weeks | false alert-weeks per 4 weeks |", "| --- | ---: | ---: |"]
     for indicator, (new, weeks) in syn["default_by_indicator"].items():
         lines.append(f"| {indicator} | {_num(4 * new, 2)} | {_num(4 * weeks, 2)} |")

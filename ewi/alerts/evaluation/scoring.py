@@ -24,11 +24,24 @@ class Settings:
     farrington: dict  # farrington var (alpha may be per indicator)
     rolling: dict  # indicator -> weeks summed
     ears: EarsControl
-    default: str
+    default: str  # the default method of indicators without one of their own
     min_count: int  # the mart's alert_min_count: no alert on a smaller watched count
+    default_by_indicator: dict = field(default_factory=dict)  # indicator -> method (var ewi_default_alert_method)
 
     def farrington_for(self, indicator: str | None) -> FarringtonControl:
         return farrington_control(self.farrington, indicator)
+
+    def default_for(self, indicator: str) -> str:
+        """The method the dashboard calls an alert for this indicator (area_alerts.is_default_method)."""
+        return self.default_by_indicator.get(indicator, self.default)
+
+
+def default_methods(value) -> tuple[str, dict[str, str]]:
+    """The dbt var ewi_default_alert_method: one method for every indicator, or a mapping
+    indicator -> method with a `default` entry for the rest (macros/default_alert_method.sql)."""
+    if isinstance(value, dict):
+        return str(value.get("default", "farrington")), {str(k): str(v) for k, v in value.items() if k != "default"}
+    return str(value or "farrington"), {}
 
 
 def configured_settings() -> Settings:
@@ -39,8 +52,8 @@ def configured_settings() -> Settings:
         min_sigma=float(vars_.get("ears_min_sigma", 1.0)), c3_threshold=float(vars_.get("ears_c3_threshold", 2.0)),
         min_count=min_count,
     )
-    return Settings(farrington_parameters(), rolling_weeks(), ears_control,
-                    str(vars_.get("ewi_default_alert_method", "farrington")), min_count)
+    default, by_indicator = default_methods(vars_.get("ewi_default_alert_method", "farrington"))
+    return Settings(farrington_parameters(), rolling_weeks(), ears_control, default, min_count, by_indicator)
 
 
 @dataclass

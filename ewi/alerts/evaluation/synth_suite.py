@@ -89,6 +89,9 @@ def _score_synth(args) -> dict:
         monitored = range(max(0, len(week_starts) - MONITORED_WEEKS), len(week_starts))
         population = group["population"].to_numpy() if fc.population_offset else None
         scored = score_series(group["observed"].to_numpy(), week_starts, population, monitored, fc, settings.ears)
+        # "default": the indicator's default method (var ewi_default_alert_method), where this suite
+        # scores it (the ceiling section, ceiling.py, scores every registered method).
+        scored.alerts["default"] = scored.alerts.get(settings.default_for(indicator), scored.alerts["farrington"])
         result["alerts"][(area, indicator)] = scored.alerts
         result["c2"][(area, indicator)] = scored.c2_statistic
         result["weeks"] = week_starts[monitored.start:]
@@ -103,18 +106,18 @@ def synth_suite(rise_seeds: int, settings: Settings, pool, workdir: Path, weeks:
     quiet, risen = results[:len(quiet_seeds)], results[len(quiet_seeds):]
     n_weeks = len(quiet[0]["weeks"]) * len(quiet)  # municipality-weeks
     false_alerts, episodes = {}, {}
-    for m in METHODS:
+    for m in (*METHODS, "default"):
         stack = np.array([a[m] for q in quiet for a in q["alerts"].values()])
         false_alerts[m] = stack.sum() / n_weeks
         episodes[m] = new_alerts(stack).sum() / n_weeks
     default_by_indicator = {}
     for indicator in INDICATORS:
-        stack = np.array([a[settings.default] for q in quiet for (_, i), a in q["alerts"].items() if i == indicator])
+        stack = np.array([a["default"] for q in quiet for (_, i), a in q["alerts"].items() if i == indicator])
         default_by_indicator[indicator] = (new_alerts(stack).sum() / n_weeks, stack.sum() / n_weeks)
     # New false alerts per 4 weeks of the default method in each data set (municipality-year).
-    per_data_set = {seed: 4 * new_alerts(np.array([a[settings.default] for a in q["alerts"].values()])).sum()
+    per_data_set = {seed: 4 * new_alerts(np.array([a["default"] for a in q["alerts"].values()])).sum()
                     / len(q["weeks"]) for seed, q in zip(quiet_seeds, quiet, strict=True)}
-    series_weeks = np.array([a[settings.default] for q in quiet for a in q["alerts"].values()])
+    series_weeks = np.array([a["default"] for q in quiet for a in q["alerts"].values()])
     fpr_default = series_weeks.mean()
     c2_quiet = np.concatenate([c for q in quiet for c in q["c2"].values()])
     threshold = calibrated_threshold(c2_quiet, np.zeros(len(c2_quiet), dtype=bool), fpr_default)
@@ -130,7 +133,7 @@ def synth_suite(rise_seeds: int, settings: Settings, pool, workdir: Path, weeks:
             start = r["weeks"].index(start_day)
             row = {"indicator": rise["indicator"], "size": rise["size"], "duration": rise["duration_weeks"],
                    "baseline": rise.get("baseline"), "seed": r["seed"]}
-            for m in METHODS:
+            for m in (*METHODS, "default"):
                 hits = np.flatnonzero(r["alerts"][key][m][start:start + rise["duration_weeks"] + 3])
                 row[m] = int(hits[0]) if len(hits) else None
             hits = np.flatnonzero(r["c2"][key][start:start + rise["duration_weeks"] + 3] > threshold)
