@@ -253,3 +253,21 @@ def test_a_dropped_or_disabled_trigger_is_found_and_init_restores_it_without_a_n
         assert audit_chain.ensure_chained(own) == 0  # no genesis: the chain knows the table
     result = verify(dsn)
     assert [(p.kind, p.key) for p in result.problems] == [("row_changed", f"batch_id={batch}")]
+
+
+def test_two_ingests_at_once_keep_one_chain(clone, tmp_path):
+    """Two real `ewi ingest` processes deciding deliveries at the same time (batches, check results
+    and their updates from both), then the chain verifies."""
+    dsn, conn = clone
+    before = conn.execute("select count(*) from audit.batches").fetchone()[0]
+    env = {**os.environ, "EWI_WAREHOUSE_DB": conn.info.dbname}
+    env.pop("PGOPTIONS", None)
+    procs = []
+    for source in ("contacts", "referrals"):
+        files = [str(extracts.write(tmp_path / source, source, week)) for week in ("2024-W20", "2024-W21")]
+        procs.append(subprocess.Popen([sys.executable, "-m", "ewi.cli", "ingest", *files], env=env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+    assert [p.wait(timeout=300) for p in procs] == [0, 0], [p.stderr.read() for p in procs]
+    assert conn.execute("select count(*) from audit.batches").fetchone()[0] == before + 4
+    result = verify(dsn)
+    assert result.holds, [p.words for p in result.problems]
