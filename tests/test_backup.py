@@ -125,3 +125,25 @@ def test_a_backup_goes_into_a_new_or_empty_folder(built, tmp_path, capsys):
     (tmp_path / "old.txt").write_text("x")
     assert cli.main(["backup", str(tmp_path), "--json"]) == EXIT_USAGE
     assert "not an empty folder" in json.loads(capsys.readouterr().out.splitlines()[-1])["reason"]
+
+
+def test_a_restore_on_a_new_installation_brings_the_chain_key_and_the_home_state(backed_up, tmp_path):
+    """A new EWI_HOME (its own embedded server, no key of its own yet): the restored chain verifies
+    with the key the backup carried, and the users file and lineage events are back."""
+    target, manifest = backed_up
+    env = {k: v for k, v in os.environ.items() if k not in ("PGOPTIONS", "EWI_WAREHOUSE_DB", "EWI_DASHBOARD_USERS")}
+    env["EWI_HOME"] = str(tmp_path / "new-home")
+    try:
+        done = subprocess.run([sys.executable, "-m", "ewi.cli", "restore", str(target), "--json"], env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == EXIT_OK, done.stdout + done.stderr
+        assert json.loads(done.stdout.splitlines()[-1])["chain_holds"] is True
+        home = tmp_path / "new-home"
+        assert (home / "audit" / "chain.key").read_bytes() == (target / "home" / "audit" / "chain.key").read_bytes()
+        assert (home / "lineage" / "events.jsonl").is_file()
+        verified = subprocess.run([sys.executable, "-m", "ewi.cli", "audit", "verify"], env=env,
+                                  capture_output=True, text=True, timeout=300)
+        assert verified.returncode == EXIT_OK, verified.stdout + verified.stderr
+    finally:
+        subprocess.run([sys.executable, "-m", "ewi.cli", "warehouse", "stop"], env=env, capture_output=True,
+                       timeout=120)
