@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from ewi.errors import EXIT_GATE, EXIT_OK, EXIT_USAGE, InternalError, UsageError, answer, classify
+from ewi.settings import get_settings
 
 
 def _print_json(obj) -> None:
@@ -320,6 +321,36 @@ def cmd_airflow(args: argparse.Namespace) -> int:
     return local_airflow.main(args)
 
 
+def cmd_settings(args: argparse.Namespace) -> int:
+    """The configuration: the README's table (generated from ewi.settings), or the values in force
+    with secrets masked, or only the check that every value can be used (exit 2 naming the bad
+    ones)."""
+    from ewi import settings
+
+    if args.action == "table":
+        print(settings.markdown_table(), end="")
+        return EXIT_OK
+    current = settings.get_settings()  # raises SettingsError (exit 2) naming every bad value
+    if args.action == "show":
+        for field in settings.Settings.model_fields:
+            value = getattr(current, field)
+            if settings.is_secret(field):
+                shown = "" if value is None else "**********"
+            elif isinstance(value, tuple):
+                shown = ",".join(value)
+            elif isinstance(value, bool):
+                shown = "1" if value else "0"
+            elif isinstance(value, float) and value.is_integer():
+                shown = str(int(value))
+            else:
+                shown = "" if value is None else str(value)
+            source = "set" if settings.was_set(current, field) else "default"
+            print(f"{settings.variable(field)}={shown}  # {source}")
+    else:
+        print("configuration valid")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ewi", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -404,6 +435,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lang", choices=["sv", "en"], default="sv")
     p.set_defaults(func=cmd_briefing)
 
+    p = sub.add_parser("settings", help="the EWI_* settings: the README table, the values in force, or a check")
+    p.add_argument("action", choices=["table", "show", "check"])
+    p.set_defaults(func=cmd_settings)
+
     p = sub.add_parser("airflow", help="the local Airflow")
     p.add_argument("action", choices=["up", "down", "demo-run", "env"])
     p.add_argument("--landing", default=None)
@@ -426,7 +461,15 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    return answer(lambda: args.func(args), command=args.command,
+
+    def run() -> int:
+        if args.command != "settings":
+            # Every command stops here, before any work, when a setting has a value it cannot use
+            # (SettingsError: exit 2, naming the variable).
+            get_settings()
+        return args.func(args)
+
+    return answer(run, command=args.command,
                   json_output=bool(getattr(args, "json", False)), debug=args.debug)
 
 

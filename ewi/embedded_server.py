@@ -31,6 +31,7 @@ import psutil
 import psycopg
 
 from ewi.errors import DiskFull, WarehouseUnavailable
+from ewi.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -146,9 +147,9 @@ def data_directory_bytes(pgdata: Path) -> int:
 def start_timeout(pgdata: Path) -> float:
     """How long a start may take before EWI stops waiting: EWI_WAREHOUSE_START_TIMEOUT seconds if
     set, otherwise a base plus the time to read the whole data directory at a slow disk's rate."""
-    configured = os.environ.get("EWI_WAREHOUSE_START_TIMEOUT")
-    if configured:
-        return float(configured)
+    configured = get_settings().warehouse_start_timeout
+    if configured is not None:
+        return configured
     return START_BASE_S + data_directory_bytes(pgdata) / RECOVERY_BYTES_PER_S
 
 

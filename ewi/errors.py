@@ -26,6 +26,8 @@ import sys
 import traceback
 from collections.abc import Callable
 
+from ewi.settings import SettingsError
+
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -144,6 +146,8 @@ def classify(exc: BaseException) -> EwiError:
 def _classify_one(exc: BaseException) -> EwiError | None:
     if isinstance(exc, EwiError):
         return exc
+    if isinstance(exc, SettingsError):
+        return UsageError(f"{exc} (see the configuration table in the README, or `ewi settings table`)")
     if isinstance(exc, Terminated):
         return Stopped()
     if isinstance(exc, KeyboardInterrupt):
@@ -176,7 +180,14 @@ def _classify_one(exc: BaseException) -> EwiError | None:
 
 
 def debug_enabled(flag: bool = False) -> bool:
-    return flag or os.environ.get("EWI_DEBUG", "").lower() in ("1", "true", "yes")
+    from ewi.settings import get_settings
+
+    if flag:
+        return True
+    try:
+        return get_settings().debug
+    except SettingsError:  # answering a bad setting (EWI_DEBUG's own, perhaps): no traceback needed
+        return False
 
 
 def _raise_terminated(signum, frame):  # noqa: ARG001 - a signal handler's signature

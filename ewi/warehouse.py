@@ -21,6 +21,7 @@ from psycopg import conninfo
 
 from ewi import config
 from ewi.errors import DiskFull
+from ewi.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ def dsn(database: str | None = None) -> str:
     when missing, which is how tests get a clean warehouse each. Sessions this process opens carry
     the audit chain's key (`arm_audit_chain_key`)."""
     arm_audit_chain_key()
-    name = database or os.environ.get("EWI_WAREHOUSE_DB")
+    name = database or config.chosen_database()
     external = config.configured_dsn()
     if external:
         if not name:
@@ -158,8 +159,8 @@ LOAD_DISK_FACTOR = 3.0
 #: log, the text table, one rewrite per integer column that parses, and the copy into quarantine,
 #: all in one transaction. Measured 14.9 for the same week with one bad value.
 TEXT_RELOAD_DISK_FACTOR = 16.0
-#: Kept free beyond any load, for the audit records, the checkpoint and the files beside them.
-DISK_RESERVE_MB = 64
+# Kept free beyond any load (EWI_DISK_RESERVE_MB): for the audit records, the checkpoint and the
+# files beside them.
 
 
 def ensure_room_for_load(file_bytes: int, factor: float = LOAD_DISK_FACTOR) -> None:
@@ -170,7 +171,7 @@ def ensure_room_for_load(file_bytes: int, factor: float = LOAD_DISK_FACTOR) -> N
     if config.configured_dsn():
         return
     pgdata = _pgdata()
-    reserve = int(float(os.environ.get("EWI_DISK_RESERVE_MB", DISK_RESERVE_MB)) * 1e6)
+    reserve = int(get_settings().disk_reserve_mb * 1e6)
     needed = int(file_bytes * factor) + reserve
     free = shutil.disk_usage(pgdata if pgdata.exists() else config.ewi_home()).free
     if needed > free:

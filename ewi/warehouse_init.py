@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import csv
-import os
 
 from psycopg import sql
 
 from ewi import audit_chain, build_runs, config, migrate, warehouse
+from ewi.settings import get_settings
 
 AREA_COLUMNS = ("area_code", "area_name", "area_class", "pop_total", "pop_0_5", "pop_6_12",
                 "pop_13_15", "pop_16_17", "pop_18_20")
@@ -43,7 +43,8 @@ def init_warehouse() -> list[str]:
     return applied
 
 
-READ_ROLES = {"ewi_dashboard": "EWI_DASHBOARD_DB_PASSWORD", "ewi_auditor": "EWI_AUDITOR_DB_PASSWORD"}
+#: The read-only login roles and the settings holding their passwords.
+READ_ROLES = {"ewi_dashboard": "dashboard_db_password", "ewi_auditor": "auditor_db_password"}
 
 
 def set_role_passwords() -> list[str]:
@@ -51,9 +52,11 @@ def set_role_passwords() -> list[str]:
     password authentication; the embedded one trusts its local socket and needs none)."""
     done = []
     with warehouse.connect() as conn:
-        for role, variable in READ_ROLES.items():
-            password = os.environ.get(variable)
-            if password:
-                conn.execute(sql.SQL("alter role {} password {}").format(sql.Identifier(role), sql.Literal(password)))
+        settings = get_settings()
+        for role, field in READ_ROLES.items():
+            password = getattr(settings, field)
+            if password is not None:
+                conn.execute(sql.SQL("alter role {} password {}").format(
+                    sql.Identifier(role), sql.Literal(password.get_secret_value())))
                 done.append(role)
     return done

@@ -16,6 +16,8 @@ import os
 import socket
 import time
 
+from ewi.settings import environment as configured_environment
+
 
 def fresh_database(name: str) -> str:
     """An empty database `name` on the warehouse server, migrated, made the one EWI uses."""
@@ -34,7 +36,7 @@ def fresh_database(name: str) -> str:
 @contextlib.contextmanager
 def database_restored():
     """EWI_WAREHOUSE_DB as it was before, whatever database a benchmark switches to inside."""
-    saved = os.environ.get("EWI_WAREHOUSE_DB")
+    saved = configured_environment().get("EWI_WAREHOUSE_DB")
     try:
         yield
     finally:

@@ -23,7 +23,9 @@ from pathlib import Path
 
 
 def _ewi(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("EWI_WAREHOUSE_DSN", "EWI_WAREHOUSE_DB")}
+    env = dict(os.environ)
+    for name in ("EWI_WAREHOUSE_DSN", "EWI_WAREHOUSE_DB"):
+        env.pop(name, None)  # a server of its own, under `home`
     env["EWI_HOME"] = str(home)
     ewi = Path(sys.executable).parent / "ewi"
     return subprocess.run([str(ewi), *args], env=env, capture_output=True, text=True, check=check)

@@ -11,7 +11,6 @@ The audit schema's reads are in ewi.dashboard.audit_data.
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,10 +21,12 @@ from psycopg import conninfo, sql
 from psycopg.rows import dict_row
 
 from ewi.dashboard.i18n import INDICATORS
+from ewi.settings import get_settings
 
 DASHBOARD_ROLE = "ewi_dashboard"
 AUDITOR_ROLE = "ewi_auditor"
-_PASSWORD_ENV = {DASHBOARD_ROLE: "EWI_DASHBOARD_DB_PASSWORD", AUDITOR_ROLE: "EWI_AUDITOR_DB_PASSWORD"}
+#: The settings holding each read-only role's password.
+_PASSWORD_SETTING = {DASHBOARD_ROLE: "dashboard_db_password", AUDITOR_ROLE: "auditor_db_password"}
 
 STALE_AFTER = timedelta(days=8)
 
@@ -40,9 +41,9 @@ def _owner_dsn() -> str:
 
 def role_dsn(role: str) -> str:
     params: dict[str, str] = {"user": role}
-    password = os.environ.get(_PASSWORD_ENV[role])
-    if password:
-        params["password"] = password
+    password = getattr(get_settings(), _PASSWORD_SETTING[role])
+    if password is not None:
+        params["password"] = password.get_secret_value()
     base = conninfo.conninfo_to_dict(_owner_dsn())
     base.pop("password", None)
     return conninfo.make_conninfo(conninfo.make_conninfo(**base), **params)

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ewi import config
+from ewi.settings import environment as configured_environment
+from ewi.settings import get_settings
 
 ADMIN_USER = "admin"
 
@@ -32,7 +34,7 @@ class Service:
 
 
 def configured_port() -> int:
-    return int(os.environ.get("EWI_AIRFLOW_PORT", "8080"))
+    return get_settings().airflow_port
 
 
 def api_port_file() -> Path:
@@ -66,11 +68,11 @@ def services() -> tuple[Service, ...]:
 
 
 def executor() -> str:
-    return os.environ.get("EWI_AIRFLOW_EXECUTOR") or "LocalExecutor"
+    return get_settings().airflow_executor
 
 
 def _celery_queue() -> str:
-    return os.environ.get("EWI_AIRFLOW_CELERY_QUEUE") or "ewi"
+    return get_settings().airflow_celery_queue
 
 
 def lineage_file() -> Path:
@@ -90,7 +92,8 @@ def metadata_dsn() -> str:
     """libpq DSN of Airflow's metadata database."""
     from ewi import warehouse
 
-    return os.environ.get("EWI_AIRFLOW_DB_DSN") or warehouse.dsn("airflow")
+    configured = get_settings().airflow_db_dsn
+    return configured.get_secret_value() if configured is not None else warehouse.dsn("airflow")
 
 
 def progress(msg: str) -> None:
@@ -174,20 +177,23 @@ def airflow_env() -> dict[str, str]:
     }
     if executor() == "CeleryExecutor":
         env.update({
-            "AIRFLOW__CELERY__BROKER_URL": os.environ.get("EWI_AIRFLOW_CELERY_BROKER") or "redis://127.0.0.1:6379/0",
+            "AIRFLOW__CELERY__BROKER_URL": get_settings().airflow_celery_broker.get_secret_value(),
             "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + sync_url.replace("+psycopg2://", "://", 1),
             "AIRFLOW__OPERATORS__DEFAULT_QUEUE": _celery_queue(),
             "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
         })
-    for name in ("EWI_LANDING_DIR", "EWI_WAREHOUSE_DSN", "EWI_WAREHOUSE_DB", "XDG_RUNTIME_DIR",
-                 "EWI_LINEAGE_NAMESPACE"):
-        if os.environ.get(name):
-            env[name] = os.environ[name]
-    # Settings the DAGs, the watcher and the callbacks read in Airflow's processes, and the
-    # connections given in the environment (the SMTP notifier's mail server among them).
+    if os.environ.get("XDG_RUNTIME_DIR"):
+        env["XDG_RUNTIME_DIR"] = os.environ["XDG_RUNTIME_DIR"]
+    # The warehouse, and the settings the DAGs, the watcher and the callbacks read in Airflow's
+    # processes, as this process was given them (ewi.settings is the one reader of EWI_*).
+    for name, value in configured_environment().items():
+        if name in ("EWI_LANDING_DIR", "EWI_WAREHOUSE_DSN", "EWI_WAREHOUSE_DB", "EWI_LINEAGE_NAMESPACE") or \
+                name.startswith(("EWI_LANDING_", "EWI_TRANSFORM_", "EWI_NOTIFY", "EWI_NOTIFIER", "EWI_SIGNAL_",
+                                 "EWI_ENGINEER_", "EWI_DASHBOARD_URL")):
+            env[name] = value
+    # The connections given in the environment (the SMTP notifier's mail server among them).
     for name, value in os.environ.items():
-        if name.startswith(("EWI_LANDING_", "EWI_TRANSFORM_", "EWI_NOTIFY", "EWI_NOTIFIER", "EWI_SIGNAL_",
-                            "EWI_ENGINEER_", "EWI_DASHBOARD_URL", "AIRFLOW_CONN_")):
+        if name.startswith("AIRFLOW_CONN_"):
             env[name] = value
     return env
 

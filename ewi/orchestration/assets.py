@@ -12,11 +12,11 @@ needs no Airflow.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from ewi import config
 from ewi.orchestration import landing
+from ewi.settings import get_settings
 from ewi.sources import SOURCES
 
 SOURCE_NAMES: tuple[str, ...] = tuple(SOURCES)
@@ -53,13 +53,14 @@ def _published_asset():
 def landing_trigger_kwargs() -> dict[str, Any]:
     """The landing watcher's settings, read when the DAG file is parsed (by the DAG processor)."""
     rules = landing.Rules.from_env()
+    settings = get_settings()
     return {
         "directory": str(config.landing_dir()),
-        "poll_interval": float(os.environ.get("EWI_LANDING_POLL_SECONDS", "2")),
+        "poll_interval": settings.landing_poll_seconds,
         "settle_seconds": rules.settle_seconds,
         "manifest_sources": list(rules.manifest_sources),
         "manifest_wait_seconds": rules.manifest_wait_seconds,
-        "retry_after_seconds": float(os.environ.get("EWI_LANDING_RETRY_AFTER_SECONDS", "900")),
+        "retry_after_seconds": settings.landing_retry_after_seconds,
     }
 
 

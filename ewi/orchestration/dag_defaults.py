@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 from ewi.orchestration import callbacks
+from ewi.settings import get_settings
 
 
 def _transient_warehouse_errors():
@@ -67,6 +68,9 @@ def dag_arguments(dag_id: str, *, schedule: Any, tags: list[str], doc: str | Non
     """The keyword arguments of an EWI DAG's @dag: the shared ones, plus `specific` (params, say)."""
     import pendulum
 
+    # A setting with a value EWI cannot use fails the DAG file's import here, naming the variable
+    # (the DAG processor shows it as the file's import error), not later inside some task.
+    get_settings()
     return {
         "dag_id": dag_id,
         "schedule": schedule,

@@ -35,6 +35,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ewi.settings import get_settings
 from ewi.sources import FILE_NAME_RE
 
 MANIFEST_SUFFIX = ".manifest.json"
@@ -53,11 +54,11 @@ class Rules:
 
     @classmethod
     def from_env(cls) -> Rules:
-        sources = os.environ.get("EWI_LANDING_MANIFEST_SOURCES", "")
+        settings = get_settings()
         return cls(
-            settle_seconds=float(os.environ.get("EWI_LANDING_SETTLE_SECONDS", "5")),
-            manifest_sources=tuple(s.strip() for s in sources.split(",") if s.strip()),
-            manifest_wait_seconds=float(os.environ.get("EWI_LANDING_MANIFEST_WAIT_SECONDS", "900")),
+            settle_seconds=settings.landing_settle_seconds,
+            manifest_sources=settings.landing_manifest_sources,
+            manifest_wait_seconds=settings.landing_manifest_wait_seconds,
         )
 
 

@@ -7,9 +7,8 @@ the provider falls back to these.
 
 from __future__ import annotations
 
-import os
-
 from ewi import config
+from ewi.settings import get_settings
 from ewi.sources import SOURCES
 
 MART_TABLES = ("area_weekly_indicators", "area_trends", "municipality_weekly", "load_status", "area_alerts",
@@ -19,7 +18,7 @@ PUBLISHED_TABLES = tuple(f"published.{m}" for m in MART_TABLES)
 
 
 def lineage_namespace() -> str:
-    return os.environ.get("EWI_LINEAGE_NAMESPACE") or "postgres://ewi-warehouse"
+    return get_settings().lineage_namespace
 
 
 def tables(*names: str) -> list:

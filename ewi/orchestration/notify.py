@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import smtplib
 import urllib.request
 from dataclasses import asdict, dataclass
 from email.message import EmailMessage
+
+from ewi.settings import get_settings
 
 log = logging.getLogger(__name__)
 TIMEOUT_S = 10
@@ -45,7 +46,7 @@ class Notice:
 
 
 def notifier_name() -> str:
-    return (os.environ.get("EWI_NOTIFIER") or "log").strip().lower()
+    return get_settings().notifier
 
 
 def send(notice: Notice) -> bool:
@@ -65,24 +66,31 @@ def send(notice: Notice) -> bool:
 
 
 def _send_smtp(notice: Notice) -> None:
-    host = os.environ["EWI_NOTIFY_SMTP_HOST"]
-    recipients = [a.strip() for a in os.environ["EWI_NOTIFY_EMAIL_TO"].split(",") if a.strip()]
+    settings = get_settings()
+    host = settings.notify_smtp_host
+    recipients = list(settings.notify_email_to)
+    if not host or not recipients:
+        raise ValueError("the smtp notifier needs EWI_NOTIFY_SMTP_HOST and EWI_NOTIFY_EMAIL_TO")
     server, _, port = host.partition(":")
     msg = EmailMessage()
     msg["Subject"] = notice.subject
-    msg["From"] = os.environ.get("EWI_NOTIFY_EMAIL_FROM", "ewi@localhost")
+    msg["From"] = settings.notify_email_from
     msg["To"] = ", ".join(recipients)
     msg.set_content(notice.text())
     with smtplib.SMTP(server, int(port or 25), timeout=TIMEOUT_S) as smtp:
-        if os.environ.get("EWI_NOTIFY_SMTP_STARTTLS") == "1":
+        if settings.notify_smtp_starttls:
             smtp.starttls()
-        if os.environ.get("EWI_NOTIFY_SMTP_USER"):
-            smtp.login(os.environ["EWI_NOTIFY_SMTP_USER"], os.environ.get("EWI_NOTIFY_SMTP_PASSWORD", ""))
+        if settings.notify_smtp_user:
+            password = settings.notify_smtp_password
+            smtp.login(settings.notify_smtp_user, password.get_secret_value() if password else "")
         smtp.send_message(msg)
 
 
 def _send_webhook(notice: Notice) -> None:
-    url = os.environ["EWI_NOTIFY_WEBHOOK_URL"]
+    configured = get_settings().notify_webhook_url
+    if configured is None:
+        raise ValueError("the webhook notifier needs EWI_NOTIFY_WEBHOOK_URL")
+    url = configured.get_secret_value()
     if not url.startswith(("http://", "https://")):
         raise ValueError("EWI_NOTIFY_WEBHOOK_URL must be an http(s) URL")
     body = json.dumps({**asdict(notice), "subject": notice.subject}).encode()

@@ -20,11 +20,12 @@ task, since the build or the ingest it reports on has already succeeded.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from typing import Any
 
 from airflow.sdk import BaseNotifier
+
+from ewi.settings import get_settings
 
 log = logging.getLogger(__name__)
 TIMEOUT_S = 10
@@ -58,28 +59,26 @@ class Message:
 
 
 def dashboard_url() -> str:
-    return (os.environ.get("EWI_DASHBOARD_URL") or "http://127.0.0.1:8050").rstrip("/")
-
-
-def _addresses(name: str) -> list[str]:
-    return [a.strip() for a in (os.environ.get(name) or "").split(",") if a.strip()]
+    return get_settings().dashboard_url.rstrip("/")
 
 
 def notifiers(message: Message) -> list[BaseNotifier]:
     """The configured channels of a message's audience (none configured: none)."""
-    prefix = "EWI_SIGNAL" if message.audience == "signal" else "EWI_ENGINEER"
+    settings = get_settings()
+    if message.audience == "signal":
+        to, url = list(settings.signal_email_to), settings.signal_webhook_url
+    else:
+        to, url = list(settings.engineer_email_to), settings.engineer_webhook_url
     found: list[BaseNotifier] = []
-    to = _addresses(f"{prefix}_EMAIL_TO")
     if to:
         from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 
         html = "<pre>" + _escape(message.text) + "</pre>"
-        found.append(SmtpNotifier(to=to, from_email=os.environ.get("EWI_NOTIFY_EMAIL_FROM", "ewi@localhost"),
+        found.append(SmtpNotifier(to=to, from_email=settings.notify_email_from,
                                   subject=message.subject, html_content=html,
-                                  smtp_conn_id=os.environ.get("EWI_NOTIFY_SMTP_CONN_ID", "smtp_default")))
-    url = os.environ.get(f"{prefix}_WEBHOOK_URL")
-    if url:
-        found.append(WebhookNotifier(url=url, text=f"{message.subject}\n\n{message.text}"))
+                                  smtp_conn_id=settings.notify_smtp_conn_id))
+    if url is not None:
+        found.append(WebhookNotifier(url=url.get_secret_value(), text=f"{message.subject}\n\n{message.text}"))
     return found
 
 

@@ -4,7 +4,6 @@ build that has nothing new, build the marts, refresh what the dashboard caches."
 from __future__ import annotations
 
 import logging
-import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 
 from ewi import config
 from ewi.orchestration import landing
+from ewi.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +30,9 @@ def wait_for_quiet(quiet_seconds: float | None = None, max_wait_seconds: float |
 
     from ewi import warehouse
 
-    quiet = float(os.environ.get("EWI_TRANSFORM_QUIET_SECONDS", "5") if quiet_seconds is None else quiet_seconds)
-    max_wait = float(os.environ.get("EWI_TRANSFORM_MAX_WAIT_SECONDS", "120")
-                     if max_wait_seconds is None else max_wait_seconds)
+    settings = get_settings()
+    quiet = float(settings.transform_quiet_seconds if quiet_seconds is None else quiet_seconds)
+    max_wait = float(settings.transform_max_wait_seconds if max_wait_seconds is None else max_wait_seconds)
     started = time.monotonic()
     folder = config.landing_dir()
     while True:

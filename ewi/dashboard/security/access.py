@@ -22,8 +22,8 @@ from starlette.middleware.sessions import SessionMiddleware
 from ewi import config
 from ewi.dashboard import data, users
 from ewi.dashboard.security import sessions
+from ewi.settings import get_settings
 
-SESSION_IDLE_SECONDS = int(os.environ.get("EWI_DASHBOARD_SESSION_SECONDS", 8 * 3600))
 SESSION_ABSOLUTE_SECONDS = 12 * 3600
 HSTS = "max-age=31536000"  # a year; no includeSubDomains: the municipality's other hosts are not ours to pin
 NO_STORE = {"Cache-Control": "no-store"}
@@ -41,10 +41,15 @@ class Forbidden(Exception):
     pass
 
 
+def session_idle_seconds() -> int:
+    """EWI_DASHBOARD_SESSION_SECONDS: a session unused this long ends."""
+    return get_settings().dashboard_session_seconds
+
+
 def session_secret() -> str:
-    configured = os.environ.get("EWI_DASHBOARD_SECRET")
-    if configured:
-        return configured
+    configured = get_settings().dashboard_secret
+    if configured is not None:
+        return configured.get_secret_value()
     path = config.ewi_home() / "dashboard" / "session.key"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -61,7 +66,7 @@ def current_user(request: Request) -> dict:
     session_id = request.session.get("sid")
     if not session_id:
         raise LoginRequired()
-    found = sessions.use(session_id, SESSION_IDLE_SECONDS, SESSION_ABSOLUTE_SECONDS)
+    found = sessions.use(session_id, session_idle_seconds(), SESSION_ABSOLUTE_SECONDS)
     if found and found[1].startswith(sessions.SSO_CREDENTIAL):
         # single sign-on: the role the provider gave at login holds for the session (at most 12
         # hours); a local user of the same name who is disabled blocks it
@@ -126,7 +131,7 @@ def record_access(action: str, user: dict | None, request: Request, success: boo
 
 def https_only() -> bool:
     """Whether the dashboard is served over HTTPS (behind a proxy): cookies then say Secure."""
-    return os.environ.get("EWI_DASHBOARD_HTTPS") == "1"
+    return get_settings().dashboard_https
 
 
 def install(app: FastAPI, forbidden_page) -> None:
@@ -135,7 +140,7 @@ def install(app: FastAPI, forbidden_page) -> None:
     https = https_only()
     app.add_middleware(
         SessionMiddleware, secret_key=session_secret(), session_cookie="ewi_session",
-        max_age=SESSION_IDLE_SECONDS, same_site="strict", https_only=https,
+        max_age=session_idle_seconds(), same_site="strict", https_only=https,
     )
 
     @app.middleware("http")
