@@ -328,7 +328,14 @@ def cmd_settings(args: argparse.Namespace) -> int:
     from ewi import settings
 
     if args.action == "table":
-        print(settings.markdown_table(), end="")
+        if args.readme:
+            from ewi import config
+
+            readme = config.PROJECT_ROOT / "README.md"
+            readme.write_text(settings.readme_with_table(readme.read_text(encoding="utf-8")), encoding="utf-8")
+            print(f"the settings table in {readme} is up to date")
+        else:
+            print(settings.markdown_table(), end="")
         return EXIT_OK
     current = settings.get_settings()  # raises SettingsError (exit 2) naming every bad value
     if args.action == "show":
@@ -437,6 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("settings", help="the EWI_* settings: the README table, the values in force, or a check")
     p.add_argument("action", choices=["table", "show", "check"])
+    p.add_argument("--readme", action="store_true", help="(table) rewrite the table in README.md in place")
     p.set_defaults(func=cmd_settings)
 
     p = sub.add_parser("airflow", help="the local Airflow")

@@ -340,16 +340,17 @@ def airflow_warehouse_dsn() -> str | None:
 
 
 def _default_text(field: str) -> str:
-    info = Settings.model_fields[field]
-    default = info.default
+    default = Settings.model_fields[field].get_default(call_default_factory=True)
     if default is None:
         return "unset"
+    if default in ("", {}, ()):
+        return "empty"
     if isinstance(default, SecretStr):
         default = default.get_secret_value()
     if isinstance(default, bool):
         return "`1`" if default else "`0`"
     if isinstance(default, tuple):
-        return "`" + ",".join(default) + "`" if default else "empty"
+        return "`" + ",".join(default) + "`"
     if isinstance(default, float) and default.is_integer():
         default = int(default)
     return f"`{default}`"
@@ -364,6 +365,8 @@ def _type_text(field: str) -> str:
             names.append(" \\| ".join(f"`{v}`" for v in get_args(arg)))
         elif get_origin(arg) is tuple:
             names.append("comma-separated list")
+        elif get_origin(arg) is dict:
+            names.append("JSON object")
         else:
             names.append({bool: "boolean (`1`/`0`, `true`/`false`)", SecretStr: "secret", Path: "path",
                           float: "number", int: "integer"}.get(arg, "text"))
@@ -377,3 +380,15 @@ def markdown_table() -> str:
         lines.append(f"| `{variable(field)}` | {_type_text(field)} | {_default_text(field)} | "
                      f"{(info.description or '').replace('|', chr(92) + '|')} |")
     return "\n".join(lines) + "\n"
+
+
+#: Where the generated table stands in the README.
+README_TABLE_START = "<!-- settings table: generated from ewi/settings.py by `ewi settings table --readme` -->"
+README_TABLE_END = "<!-- end of settings table -->"
+
+
+def readme_with_table(readme: str) -> str:
+    """The README's text with the table between its markers generated anew."""
+    start = readme.index(README_TABLE_START) + len(README_TABLE_START)
+    end = readme.index(README_TABLE_END, start)
+    return readme[:start] + "\n" + markdown_table() + readme[end:]

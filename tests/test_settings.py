@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -272,3 +273,127 @@ def test_a_dag_file_does_not_import_with_a_bad_setting(tmp_path):
     assert {Path(f).name for f in result["errors"]} == dag_files and result["dags"] == []
     for error in result["errors"].values():
         assert "EWI_LANDING_POLL_SECONDS" in error and "greater than 0" in error
+
+
+# --- the README's table, .env.example and the compose file ------------------------------------
+
+
+def test_the_readme_table_is_the_generated_one():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert settings.README_TABLE_START in readme and settings.README_TABLE_END in readme
+    assert settings.readme_with_table(readme) == readme, (
+        "README.md's configuration table differs from ewi/settings.py: run `ewi settings table --readme`")
+    for field in settings.Settings.model_fields:
+        assert f"| `{settings.variable(field)}` |" in readme, field
+
+
+def test_the_table_check_fails_on_a_stale_readme():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    stale = readme.replace("| `EWI_DASHBOARD_HTTPS` |", "| `EWI_DASHBOARD_HTTP` |")
+    assert stale != readme and settings.readme_with_table(stale) == readme
+
+
+def test_settings_table_prints_markdown(tmp_path):
+    out = _ewi(tmp_path, "settings", "table", EWI_DASHBOARD_SESSION_SECONDS="abc")  # works with bad values
+    assert out.returncode == 0
+    assert out.stdout == settings.markdown_table()
+    assert out.stdout.startswith("| variable | type | default | meaning |")
+
+
+def _env_example() -> dict[str, str]:
+    text = (ROOT / ".env.example").read_text(encoding="utf-8")
+    return dict(re.findall(r"^([A-Z][A-Z0-9_]*)=(.*)$", text, re.M))
+
+
+def _compose_ewi_names() -> set[str]:
+    text = (ROOT / "docker-compose.yml").read_text(encoding="utf-8")
+    keys = set(re.findall(r"^\s+(EWI_[A-Z0-9_]*):", text, re.M))  # what the containers receive
+    return keys | set(re.findall(r"(?<!\$)\$\{(EWI_[A-Z0-9_]*)", text))  # what compose interpolates
+
+
+def test_every_ewi_variable_of_the_deployment_is_a_setting():
+    known = {settings.variable(f) for f in settings.Settings.model_fields}
+    in_env = {name for name in _env_example() if name.startswith("EWI_")}
+    in_compose = _compose_ewi_names()
+    assert in_env and in_compose
+    assert in_env - known == set(), "in .env.example but not a setting (EWI_* is for EWI's own settings)"
+    assert in_compose - known == set(), "in docker-compose.yml but not a setting"
+
+
+def test_secrets_are_marked_in_env_example():
+    """A setting that is a secret is CHANGE-ME (or empty) in .env.example, and what .env.example
+    marks CHANGE-ME is a secret in Settings."""
+    for name, value in _env_example().items():
+        if not name.startswith("EWI_"):
+            continue
+        field = name.removeprefix("EWI_").lower()
+        if settings.is_secret(field):
+            assert value in ("CHANGE-ME", ""), name
+        if value == "CHANGE-ME":
+            assert settings.is_secret(field), f"{name} is CHANGE-ME but not a SecretStr setting"
+
+
+# --- the warehouse from an Airflow Connection -------------------------------------------------
+
+_WHICH_WAREHOUSE = """
+import json, sys
+if sys.argv[1] == "airflow":
+    import airflow.sdk  # as in an Airflow task, DAG processor or triggerer
+from ewi import config, warehouse
+dsn = config.configured_dsn()
+answer = {"dsn": dsn, "airflow": "airflow" in sys.modules}
+if dsn and sys.argv[2] == "connect":
+    import psycopg
+    with psycopg.connect(warehouse.dsn()) as conn:
+        answer["database"] = conn.execute("select current_database()").fetchone()[0]
+print(json.dumps(answer))
+"""
+
+
+def _which_warehouse(tmp_path: Path, mode: str, connect: bool = False, **extra: str) -> dict:
+    env = _env(tmp_path, AIRFLOW_HOME=str(tmp_path / "airflow"), **extra)
+    out = subprocess.run([sys.executable, "-c", _WHICH_WAREHOUSE, mode, "connect" if connect else "-"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def warehouse_connection(ewi_home) -> tuple[str, str]:
+    """The test warehouse as an Airflow Connection in JSON (AIRFLOW_CONN_EWI_WAREHOUSE), and the
+    database it names: one of its own, so finding it proves the Connection was used."""
+    import psycopg
+    from psycopg import conninfo
+
+    from ewi import warehouse
+
+    database = "ewi_settings_airflow_conn"
+    parts = conninfo.conninfo_to_dict(warehouse.dsn(database))
+    with psycopg.connect(warehouse.dsn(database)):
+        pass
+    connection = {"conn_type": "postgres", "host": parts.get("host"), "port": int(parts.get("port") or 5432),
+                  "login": parts.get("user"), "password": parts.get("password") or None, "schema": database,
+                  "extra": {"connect_timeout": "10"}}
+    return json.dumps(connection), database
+
+
+def test_inside_airflow_the_warehouse_comes_from_the_connection(tmp_path, warehouse_connection):
+    connection, database = warehouse_connection
+    found = _which_warehouse(tmp_path, "airflow", connect=True, AIRFLOW_CONN_EWI_WAREHOUSE=connection)
+    assert found["airflow"] and f"dbname={database}" in found["dsn"] and "connect_timeout=10" in found["dsn"]
+    assert found["database"] == database  # a real connection through Airflow's Connection API
+    assert not (tmp_path / "home" / "warehouse").exists()  # no embedded server was started
+
+
+def test_ewi_warehouse_dsn_comes_before_the_connection(tmp_path, warehouse_connection):
+    connection, _ = warehouse_connection
+    found = _which_warehouse(tmp_path, "airflow", AIRFLOW_CONN_EWI_WAREHOUSE=connection,
+                             EWI_WAREHOUSE_DSN="postgresql://ewi@db.example:5432/ewi")
+    assert found["dsn"] == "postgresql://ewi@db.example:5432/ewi"
+
+
+def test_outside_airflow_or_without_the_connection_the_embedded_server(tmp_path, warehouse_connection):
+    connection, _ = warehouse_connection
+    outside = _which_warehouse(tmp_path, "cli", AIRFLOW_CONN_EWI_WAREHOUSE=connection)
+    assert outside == {"dsn": None, "airflow": False}  # a command does not pay for importing Airflow
+    assert _which_warehouse(tmp_path, "airflow")["dsn"] is None  # no such Connection
