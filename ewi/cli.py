@@ -323,8 +323,8 @@ def cmd_airflow(args: argparse.Namespace) -> int:
 
 def cmd_settings(args: argparse.Namespace) -> int:
     """The configuration: the README's table (generated from ewi.settings), or the values in force
-    with secrets masked, or only the check that every value can be used (exit 2 naming the bad
-    ones)."""
+    with secrets masked, or only the check that every value can be used and every EWI_* variable
+    is a setting (exit 2 naming the bad ones)."""
     from ewi import settings
 
     if args.action == "table":
@@ -354,6 +354,10 @@ def cmd_settings(args: argparse.Namespace) -> int:
             source = "set" if settings.was_set(current, field) else "default"
             print(f"{settings.variable(field)}={shown}  # {source}")
     else:
+        unknown = settings.unknown_variables()
+        if unknown:
+            raise UsageError("configuration: " + ", ".join(unknown) + " " + ("is" if len(unknown) == 1 else "are")
+                             + " no EWI setting (a typo, or a renamed one?); see `ewi settings table`")
         print("configuration valid")
     return EXIT_OK
 

@@ -309,6 +309,19 @@ def environment() -> dict[str, str]:
     return {k.upper(): v for k, v in os.environ.items() if k.upper() in names and v}
 
 
+#: EWI_* names that are not settings: written by EWI for dbt's profiles.yml (warehouse.dbt_env()),
+#: and the tests' own server.
+NOT_SETTINGS = ("EWI_PG_HOST", "EWI_PG_PORT", "EWI_PG_USER", "EWI_PG_PASSWORD", "EWI_PG_DBNAME",
+                "EWI_TEST_WAREHOUSE_DSN")
+
+
+def unknown_variables() -> list[str]:
+    """EWI_* variables in the environment that are no setting (a typo, or one that was renamed):
+    ignored by EWI, so `ewi settings check` names them."""
+    names = {variable(f) for f in Settings.model_fields} | set(NOT_SETTINGS)
+    return sorted(k.upper() for k in os.environ if k.upper().startswith(ENV_PREFIX) and k.upper() not in names)
+
+
 def airflow_warehouse_dsn() -> str | None:
     """The warehouse DSN from Airflow's Connection `ewi_warehouse`, when this process runs inside
     Airflow (a task, the DAG processor, the triggerer: Airflow is already imported) and the

@@ -244,6 +244,9 @@ def test_settings_check(tmp_path):
     bad = _ewi(tmp_path, "settings", "check", EWI_TRANSFORM_MAX_WAIT_SECONDS="-5", EWI_NOTIFIER="pigeon")
     assert bad.returncode == 2
     assert "EWI_TRANSFORM_MAX_WAIT_SECONDS" in bad.stderr and "EWI_NOTIFIER" in bad.stderr
+    typo = _ewi(tmp_path, "settings", "check", EWI_DASHBORD_SECRET="x", EWI_PG_HOST="derived-for-dbt")
+    assert typo.returncode == 2 and "EWI_DASHBORD_SECRET is no EWI setting" in typo.stderr
+    assert "EWI_PG_HOST" not in typo.stderr
 
 
 def test_the_dashboard_does_not_start_with_a_bad_setting(tmp_path):
@@ -397,3 +400,11 @@ def test_outside_airflow_or_without_the_connection_the_embedded_server(tmp_path,
     outside = _which_warehouse(tmp_path, "cli", AIRFLOW_CONN_EWI_WAREHOUSE=connection)
     assert outside == {"dsn": None, "airflow": False}  # a command does not pay for importing Airflow
     assert _which_warehouse(tmp_path, "airflow")["dsn"] is None  # no such Connection
+
+
+def test_the_variables_ewi_writes_for_dbt_are_known_as_no_settings():
+    from ewi import warehouse
+
+    written = set(warehouse.dbt_env("host=db.example port=5432 user=ewi password=pw dbname=ewi"))
+    assert written <= set(settings.NOT_SETTINGS)
+    assert not written & {settings.variable(f) for f in settings.Settings.model_fields}
