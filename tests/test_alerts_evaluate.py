@@ -37,7 +37,7 @@ def test_evaluation_runs_end_to_end_on_tiny_sizes(tmp_path):
                             cache=tmp_path / "cache",
                             ceiling_options={"tuning_quiet": (500,), "tuning_rises": (600,)})
     report = out.read_text(encoding="utf-8")
-    assert "# Alert evaluation" in report and "## Targets (default method)" in report
+    assert "# Alert evaluation" in report and "## Earlier targets (alerts, not signals: superseded by section 4)" in report
     assert "## 4. Each indicator against its own ceiling" in report
     rows = result["ceiling"]["rows"]
     assert {r["method"] for r in rows} >= {"farrington", "ears_c2", "eb", "oracle"}

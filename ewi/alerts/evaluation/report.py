@@ -101,7 +101,7 @@ def render(sim: list[dict], syn: dict, settings: Settings, n_series: int, rise_s
     if power is not None:
         lines += _power_section(power, rises, default)
     lines += ceiling or []
-    lines += ["", "## Targets (default method)", ""] + _targets(sim, syn, default, rises) + [""]
+    lines += ["", "## Earlier targets (alerts, not signals: superseded by section 4)", ""] + _targets(sim, syn, default, rises) + [""]
     return "\n".join(lines)
 
 
