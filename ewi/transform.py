@@ -191,10 +191,13 @@ def _farrington_hook(full: bool, outcome: dict):
     def run() -> None:
         started = time.monotonic()
         try:
-            from ewi.alerts import run_farrington
+            from ewi.alerts import run_farrington, run_glrnb
 
             with warehouse.connect() as conn:
                 run_farrington(conn, full=full)
+                conn.commit()
+                # the GLR runs on Farrington's expectations, so after it, on the same thread
+                run_glrnb(conn)
                 conn.commit()
         except Exception as exc:
             outcome["failure"] = {"node": "farrington", "message": _scrub(f"{type(exc).__name__}: {exc}")}

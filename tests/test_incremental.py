@@ -21,7 +21,7 @@ END_WEEK = "2026-W14"
 COMPARED = [
     "intermediate.int_pupil_weeks", "intermediate.int_absence_person_weeks",
     "intermediate.int_person_signal_weeks", "intermediate.int_weeks", "intermediate.int_area_weekly_counts",
-    "intermediate.alert_series", "intermediate.alert_ears", "alerts.farrington_results",
+    "intermediate.alert_series", "intermediate.alert_ears", "alerts.farrington_results", "alerts.glrnb_results",
     "published.area_weekly_indicators", "published.municipality_weekly", "published.area_trends",
     "published.area_alerts", "published.load_status",
 ]

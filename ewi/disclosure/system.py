@@ -15,8 +15,10 @@ known number; a suppressed one is an unknown >= 0. Figures and the relations the
   the watched sums of its baseline weeks with data (rounded to 1 decimal).
 
 Left out, because they are not linear in the cells: Farrington's expected and threshold (a GLM fit
-over two years of weeks), EARS's threshold and score (a standard deviation). area_alerts.sql
-withholds them with the figures they are built from all the same.
+over two years of weeks), glrnb's (its expected is Farrington's; its threshold and score are a
+likelihood ratio maximised over the weeks of its chart), EARS's threshold and score (a standard
+deviation). area_alerts.sql withholds them with the figures they are built from all the same; glrnb's
+observed is the same window sum as every method's and enters the system like theirs.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 -- Every area x week x indicator x alert method, with a plain-language explanation in Swedish and
 -- English. Methods: farrington (Python task ewi.alerts.run_farrington -> alerts.farrington_results;
--- this builds fine, without farrington rows, while that table is empty) and ears_c1/c2/c3
+-- this builds fine, without farrington rows, while that table is empty), glrnb (the negative-binomial
+-- GLR, ewi.alerts.run_glrnb -> alerts.glrnb_results, on Farrington's expectations) and ears_c1/c2/c3
 -- (alert_ears). is_default_method marks the method the dashboard calls "an alert" for the row's
 -- indicator (var ewi_default_alert_method: one method, or indicator -> method).
 -- Disclosure control: an alert's figures are sums and means of the weekly cells that
@@ -23,7 +24,9 @@
 {#- Weekly cells behind each figure, counted back from (and including) its week: the window is the
     watched rolling sum; a baseline reaches `lookback` watched weeks back (EARS C1 t-7..t-1, C2
     t-9..t-3, C3 also the C2 statistics of t-1 and t-2; Farrington b years back plus its half
-    window w and a week for the closest Monday), each of which sums `window` cells. -#}
+    window w and a week for the closest Monday), each of which sums `window` cells. glrnb's figures
+    depend on every week of its chart (since its last alarm or gap) and on Farrington's expectation of
+    each: its baseline reaches Farrington's lookback back from the chart's first week (glrnb_withheld). -#}
 {%- set n = var('ears_baseline_weeks', 7) %}
 {%- set far = var('farrington', {}) %}
 {%- set lookback = {'ears_c1': n, 'ears_c2': n + 2, 'ears_c3': n + 4,
@@ -69,6 +72,28 @@ series as (
     inner join {{ ref('stg_areas') }} as a on a.area_code = s.area_code
 ),
 
+glrnb as (
+    select
+        area_code, week_start, indicator, 'glrnb'::text as method, observed, expected, upper_threshold,
+        score, is_alert, status, null::integer as years_used, null::integer as years_configured
+    from {{ ref('stg_glrnb_results') }}
+),
+
+glrnb_withheld as (
+    -- a suppressed cell anywhere from Farrington's lookback before the chart's first week to this week
+    select
+        g.area_code, g.indicator, g.week_start,
+        cur.suppressed_so_far - coalesce(before.suppressed_so_far, 0) > 0 as baseline_withheld
+    from {{ ref('stg_glrnb_results') }} as g
+    inner join suppressed_cells as cur
+        on cur.area_code = g.area_code and cur.indicator = g.indicator and cur.week_start = g.week_start
+    left join suppressed_cells as before
+        on
+            before.area_code = g.area_code and before.indicator = g.indicator
+            and before.week_start = coalesce(g.chart_start, g.week_start)
+            - 7 * ({{ lookback['farrington'] }} + cur.window_weeks)
+),
+
 farrington as (
     select
         area_code, week_start, indicator, 'farrington'::text as method, observed, expected, upper_threshold,
@@ -86,6 +111,8 @@ ears as (
 results as (
     select * from farrington
     union all
+    select * from glrnb
+    union all
     select * from ears
 ),
 
@@ -100,6 +127,7 @@ controlled as (
             {%- for method in lookback %}
             when '{{ method }}' then h.{{ method }}_baseline_withheld
             {%- endfor %}
+            when 'glrnb' then gw.baseline_withheld
             end, true) and r.expected is not null as baseline_is_suppressed,
         coalesce(r.is_alert and r.observed >= {{ min_count }}, false) as alert,
         -- Labels by CASE rather than joins to VALUES lists: the planner cannot estimate those joins
@@ -120,10 +148,12 @@ controlled as (
         end as label_en,
         case r.method
             when 'farrington' then 'Farrington (flexibel)'
+            when 'glrnb' then 'GLR (negativ binomial)'
             else upper(replace(r.method, '_', ' '))
         end as name_sv,
         case r.method
             when 'farrington' then 'Farrington (flexible)'
+            when 'glrnb' then 'GLR (negative binomial)'
             else upper(replace(r.method, '_', ' '))
         end as name_en,
         to_char(r.expected, 'FM999990.0') as expected_text,
@@ -133,6 +163,10 @@ controlled as (
         on s.area_code = r.area_code and s.week_start = r.week_start and s.indicator = r.indicator
     left join withheld as h
         on h.area_code = r.area_code and h.week_start = r.week_start and h.indicator = r.indicator
+    left join glrnb_withheld as gw
+        on
+            r.method = 'glrnb' and gw.area_code = r.area_code and gw.week_start = r.week_start
+            and gw.indicator = r.indicator
 ),
 
 explained as (
