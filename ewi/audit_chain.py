@@ -33,14 +33,14 @@ _SHOWN = 20  # problems kept in a report; the count says how many there were
 
 @dataclass
 class Problem:
-    kind: str            # link_missing | link_broken | link_unsealed | row_deleted | row_changed | row_inserted | not_chained
+    kind: str            # wrong_key | link_missing | link_broken | link_unsealed | row_deleted | row_changed | row_inserted | not_chained
     table: str
     seq: int | None      # the chain record concerned, when there is one
     key: str | None      # the row's key in words (batch_id=..., id=...)
     words: str
 
     def sort_key(self) -> tuple:
-        return (self.seq is None, self.seq or 0, self.table, self.key or "")
+        return (self.kind != "wrong_key", self.seq is None, self.seq or 0, self.table, self.key or "")
 
 
 @dataclass
@@ -103,6 +103,17 @@ def _check_links(conn: psycopg.Connection, key: str) -> tuple[int, int | None, s
     count, head_seq, head_hash = conn.execute(
         "select count(*), max(seq), (select hash from audit.chain order by seq desc limit 1) from audit.chain"
     ).fetchone()
+    ends_sealed = conn.execute(
+        """select bool_or(hash = audit.link_hash(%s, prev_hash, seq, table_name, op, row_key, row_digest,
+                                                 old_digest, recorded_at))
+           from audit.chain where seq in ((select min(seq) from audit.chain), (select max(seq) from audit.chain))""",
+        (key,)).fetchone()[0]
+    if count and ends_sealed is False:
+        # neither the first nor the last record verifies: the key is not the chain's, not a record
+        problems.insert(0, Problem("wrong_key", "audit.chain", None, None,
+                                   "neither the chain's first nor its last record verifies with the key in use: "
+                                   "this is not the key the chain was written with (EWI_AUDIT_CHAIN_KEY, or "
+                                   "$EWI_HOME/audit/chain.key of the installation that wrote it)"))
     return count, head_seq, head_hash, problems
 
 

@@ -271,3 +271,10 @@ def test_two_ingests_at_once_keep_one_chain(clone, tmp_path):
     assert conn.execute("select count(*) from audit.batches").fetchone()[0] == before + 4
     result = verify(dsn)
     assert result.holds, [p.words for p in result.problems]
+
+
+def test_verifying_with_another_installations_key_says_so(clone):
+    dsn, _ = clone
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        result = audit_chain.verify(conn, key="not-the-key")
+    assert result.problems[0].kind == "wrong_key" and "not the key" in result.first_broken
