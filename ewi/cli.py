@@ -315,6 +315,44 @@ def _dashboard_port(host: str, wanted: int) -> int | None:
     return port
 
 
+def cmd_retention(args: argparse.Namespace) -> int:
+    """Apply the retention policy (README: Retention); --dry-run only says what would go."""
+    from ewi import retention, warehouse_init
+
+    warehouse_init.init_warehouse()
+    summary = retention.apply(dry_run=args.dry_run)
+    if args.json:
+        _print_json(summary)
+    else:
+        verb = "would delete" if args.dry_run else "deleted"
+        print(f"retention: pseudonymous rows kept from {summary['kept_from_week']}; {verb} "
+              f"{summary['rows']} rows and {summary['files']} files ({summary['bytes']} bytes)")
+        for d in summary["deletions"]:
+            print(f"  {d['action']:<15} {d['target']} {d['item'] or ''}: "
+                  f"{d['rows']} rows, {d['files']} files, {d['bytes']} bytes")
+    return EXIT_OK
+
+
+def cmd_erase(args: argparse.Namespace) -> int:
+    """Erase one person's rows and files. `--pseudonym -` reads it from stdin (keeps it out of the
+    shell history and the process list). Neither the pseudonym nor a hash of it is printed or stored."""
+    from ewi import retention, warehouse_init
+
+    pseudonym = sys.stdin.readline().strip() if args.pseudonym == "-" else args.pseudonym
+    warehouse_init.init_warehouse()
+    try:
+        summary = retention.erase(pseudonym, erased_by=args.by, reference=args.reference,
+                                  rebuild=not args.no_rebuild)
+    except ValueError as exc:  # the messages never repeat the value given
+        raise UsageError(str(exc)) from None
+    if args.json:
+        _print_json(summary)
+    else:
+        print(f"erasure {summary['erasure']}: {summary['rows']} rows and {summary['files']} files removed; "
+              f"rebuild: {summary['rebuild']}")
+    return EXIT_OK if summary["rebuild"] != "failed" else EXIT_GATE
+
+
 def cmd_airflow(args: argparse.Namespace) -> int:
     from ewi.orchestration import local_airflow
 
@@ -450,6 +488,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["table", "show", "check"])
     p.add_argument("--readme", action="store_true", help="(table) rewrite the table in README.md in place")
     p.set_defaults(func=cmd_settings)
+
+    p = sub.add_parser("retention", help="apply the retention policy to rows and files")
+    p.add_argument("action", choices=["apply"])
+    p.add_argument("--dry-run", action="store_true", help="say what would be deleted; delete nothing")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_retention)
+
+    p = sub.add_parser("erase", help="erase one person's rows and files everywhere, then rebuild")
+    p.add_argument("--pseudonym", required=True, help="the person's pseudonym, or - to read it from stdin")
+    p.add_argument("--by", default=None, help="who asked for or made the erasure (default: the OS user)")
+    p.add_argument("--reference", default=None, help="a case number for the audit (1-40 of A-Z a-z 0-9 _ . / -)")
+    p.add_argument("--no-rebuild", action="store_true", help="leave the rebuild to the next build")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_erase)
 
     p = sub.add_parser("airflow", help="the local Airflow")
     p.add_argument("action", choices=["up", "down", "demo-run", "env"])

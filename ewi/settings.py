@@ -150,6 +150,27 @@ class Settings(BaseSettings):
         return value
 
     # --- retention and erasure ------------------------------------------------------------------
+    retention_margin_weeks: int = Field(
+        13, ge=0,
+        description="Weeks pseudonymous rows (raw, intermediate, delivered files) are kept beyond the longest "
+                    "look-back a rebuild or an alert needs (Farrington's b years and window, the 12-week signal window).",
+    )
+    retention_pseudonymous_weeks: int | None = Field(
+        None, ge=12,
+        description="Weeks of pseudonymous rows kept, counted back from the current week; unset: the look-back "
+                    "plus EWI_RETENTION_MARGIN_WEEKS (132 weeks with the default alert parameters).",
+    )
+    retention_quarantine_days: int = Field(
+        30, ge=1, description="Days a quarantined or stuck pending batch (rows and delivered file) is kept."
+    )
+    retention_gx_days: int = Field(
+        400, ge=1, description="Days Great Expectations validation results and their Data Docs pages are kept."
+    )
+    retention_log_days: int = Field(90, ge=1, description="Days Airflow task logs and dbt logs are kept.")
+    retention_lineage_days: int = Field(
+        400, ge=1, description="Days lineage events (EWI_HOME/lineage/events.jsonl) are kept."
+    )
+
 
     # --- backup and audit trail -----------------------------------------------------------------
     audit_chain_key: SecretStr | None = Field(

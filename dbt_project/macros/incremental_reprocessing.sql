@@ -29,7 +29,10 @@
         {{ exceptions.raise_compiler_error("reprocess_from: the model sets no meta reprocess_inputs") }}
     {%- endif -%}
     (
-        select case
+        {#- Never a week retention cut the inputs of: before kept_from there are no per-person rows,
+            and the 11 weeks after it would be counted with a truncated 12-week window. Those weeks
+            keep the counts made before the cut (published aggregates are kept; docs/decisions.md). #}
+        select greatest(case
             when wm.watermark is null then date '0001-01-01'
             else least(
                 wm.max_week + 7,
@@ -42,7 +45,7 @@
                 (select min(b.week_start) from {{ ref('stg_batches') }} as b
                   where b.status in ('published', 'superseded') and b.decided_at > wm.watermark)
             )
-        end
+        end, (select coalesce(r.kept_from + 77, date '0001-01-01') from {{ ref('stg_retention_runs') }} as r))
         from (
             select max(processed_at) as watermark, max(week_start) as max_week
             from {{ target_relation }}

@@ -4,6 +4,7 @@
 -- Holidays: when the window has no scheduled minutes the flags are NULL (has_schedule false), so a
 -- holiday never looks like zero absence. Thresholds are compared in integers: exactly 10 % counts.
 -- depends_on: {{ ref('stg_batches') }}
+-- depends_on: {{ ref('stg_retention_runs') }}
 {%- set reprocess_inputs = [['int_pupil_weeks', 'published_at']] -%}
 {{ reprocessed_by_week(reprocess_inputs) }}
 

@@ -8,11 +8,16 @@
 -- counted and every week whose per-person rows a build rewrote since. A changed area register
 -- (populations, areas) changes every week: ewi/transform.py makes that build a full refresh.
 -- depends_on: {{ ref('stg_batches') }}
+-- depends_on: {{ ref('stg_retention_runs') }}
 {%- set reprocess_inputs = [
     ['int_absence_person_weeks', 'processed_at'],
     ['int_person_signal_weeks', 'processed_at'],
 ] -%}
 {{ reprocessed_by_week(reprocess_inputs) }}
+-- Never rebuilt whole, not even by a full refresh: the counts of weeks whose pseudonymous rows
+-- retention removed (ewi/retention.py) cannot be counted again, and the marts read them. A full
+-- refresh recounts every week from the first one whose per-person rows it rewrote.
+{{ config(full_refresh=false) }}
 
 with reprocess as (
     {{ reprocess_start(reprocess_inputs) }}

@@ -3,6 +3,7 @@
 -- {invalid_absence flag, a referral, a contact} within the trailing 12 weeks, counted in the area
 -- of the person's latest record (any source) in those 12 weeks.
 -- depends_on: {{ ref('stg_batches') }}
+-- depends_on: {{ ref('stg_retention_runs') }}
 {%- set reprocess_inputs = [
     ['stg_referrals', 'published_at'],
     ['stg_contacts', 'published_at'],

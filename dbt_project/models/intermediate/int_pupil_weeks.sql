@@ -9,6 +9,7 @@
 -- deliveries decided since then, with no scan of the rows (raw.school_absence has no index on
 -- published_at).
 -- depends_on: {{ ref('stg_batches') }}
+-- depends_on: {{ ref('stg_retention_runs') }}
 {%- set reprocess_inputs = [] -%}
 {{ reprocessed_by_week(reprocess_inputs, indexed=['week_start', 'published_at', 'processed_at']) }}
 
