@@ -376,13 +376,15 @@ def erase(pseudonym: str, erased_by: str | None = None, reference: str | None = 
                     if n:
                         touched.append(table)
                         deletions.append(Deletion(table, None, "delete_rows", n))
-                if first_week is not None:
+                recount_from = _recount_from(conn, first_week)
+                if recount_from is not None:
                     # The weeks the person counted in are recounted by the next (incremental) build:
-                    # a per-person model recomputes every week after the newest it holds.
+                    # a per-person model recomputes every week after the newest it holds. Weeks whose
+                    # trailing window retention cut keep their counts (docs/decisions.md).
                     for table in _pseudonymous_tables(conn, with_week=True):
                         if table.startswith("intermediate."):
                             conn.execute(sql.SQL("delete from {} where week_start >= %s").format(sql.SQL(table)),
-                                         (first_week,))
+                                         (recount_from,))
                             touched.append(table)
             deletions += _erase_files(pseudonym)
             # Deleted rows stay in the table files until vacuumed: rewrite the touched tables, then a
@@ -393,7 +395,7 @@ def erase(pseudonym: str, erased_by: str | None = None, reference: str | None = 
         finally:
             conn.execute("select pg_advisory_unlock(%s)", (locks.BUILD,))
     outcome = "not_needed"
-    if rebuild and first_week is not None:
+    if rebuild and recount_from is not None:
         from ewi import transform
 
         outcome = "published" if transform.build()["success"] else "failed"
@@ -407,6 +409,16 @@ def erase(pseudonym: str, erased_by: str | None = None, reference: str | None = 
     log.info("erasure %s: %d rows, %d files; rebuild %s", erasure_id, rows, files, outcome)
     return {"erasure": erasure_id, "rows": rows, "files": files, "rebuild": outcome,
             "deletions": [asdict(d) for d in deletions]}
+
+
+def _recount_from(conn, first_week: date | None) -> date | None:
+    """The first week a build may recount for this person: their first week, but never one whose
+    trailing window retention cut (the same floor as the dbt models' reprocessing)."""
+    if first_week is None:
+        return None
+    kept_from = conn.execute("select max(kept_from) from audit.retention_runs").fetchone()[0]
+    floor = kept_from + timedelta(weeks=LONGEST_TRAILING_WEEKS - 1) if kept_from else first_week
+    return max(first_week, floor)
 
 
 def _first_week_of(conn, pseudonym: str) -> date | None:

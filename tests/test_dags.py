@@ -16,7 +16,7 @@ import pytest
 from ewi import config
 from ewi.orchestration import assets, callbacks, dag_defaults, ingest_tasks, transform_tasks
 
-EXPECTED_DAGS = {"ewi_ingest", "ewi_transform", "ewi_dashboard_refresh", "ewi_freshness"}
+EXPECTED_DAGS = {"ewi_ingest", "ewi_transform", "ewi_dashboard_refresh", "ewi_freshness", "ewi_retention"}
 DAG_FILES = sorted(config.DAGS_DIR.glob("*.py"))
 FORBIDDEN_AT_PARSE = ("great_expectations", "dbt", "pandas")
 
@@ -80,6 +80,16 @@ def test_transform_runs_on_any_published_source(dagbag):
 def test_dashboard_refresh_runs_on_published_marts(dagbag):
     condition = dagbag.dags["ewi_dashboard_refresh"].timetable.asset_condition
     assert _uris(condition) == {assets.PUBLISHED_ASSET_URI}
+
+
+def test_retention_runs_daily_on_a_schedule_and_announces_nothing(dagbag):
+    dag = dagbag.dags["ewi_retention"]
+    assert dag.schedule == "30 2 * * *"
+    assert [t.task_id for t in dag.tasks] == ["apply_retention"]
+    task = dag.get_task("apply_retention")
+    # it changes the raw tables (lineage), but no asset: a build has nothing new to publish
+    assert {f"{o.database}.{o.name}" for o in task.outlets} == {f"ewi.raw.{s}" for s in assets.SOURCE_NAMES}
+    assert callbacks.record_dag_failure in _callbacks(dag.on_failure_callback)
 
 
 def test_only_the_announcing_tasks_update_assets(dagbag):
