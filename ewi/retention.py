@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import psycopg
 from psycopg import sql
 
 from ewi import config, locks, warehouse
@@ -387,15 +388,13 @@ def erase(pseudonym: str, erased_by: str | None = None, reference: str | None = 
                                          (recount_from,))
                             touched.append(table)
             deletions += _erase_files(pseudonym)
-            # Deleted rows stay in the table files until vacuumed: rewrite the touched tables, then a
-            # checkpoint, so the data directory's heap no longer holds them (WAL: docs/decisions.md).
-            for table in dict.fromkeys(touched):
-                conn.execute(sql.SQL("vacuum full {}").format(sql.SQL(table)))
-            conn.execute("checkpoint")
+            _scrub(conn, touched)
         finally:
             conn.execute("select pg_advisory_unlock(%s)", (locks.BUILD,))
     outcome = "not_needed"
-    if rebuild and recount_from is not None:
+    if recount_from is not None and not rebuild:
+        outcome = "deferred"  # the next build recounts: the per-person rows of those weeks are gone
+    elif recount_from is not None:
         from ewi import transform
 
         outcome = "published" if transform.build()["success"] else "failed"
@@ -409,6 +408,25 @@ def erase(pseudonym: str, erased_by: str | None = None, reference: str | None = 
     log.info("erasure %s: %d rows, %d files; rebuild %s", erasure_id, rows, files, outcome)
     return {"erasure": erasure_id, "rows": rows, "files": files, "rebuild": outcome,
             "deletions": [asdict(d) for d in deletions]}
+
+
+def _scrub(conn, touched: list[str]) -> None:
+    """Deleted rows stay in the table files until vacuumed, and the planner's statistics may hold a
+    sampled pseudonym: rewrite the touched tables, sample them (and their partition roots) again,
+    rewrite pg_statistic, then a checkpoint, so the data directory's table files no longer hold
+    them (what WAL keeps: docs/decisions.md). On a server where EWI is no superuser PostgreSQL
+    skips pg_statistic with a warning."""
+    tables = list(dict.fromkeys(touched))
+    for table in tables:
+        conn.execute(sql.SQL("vacuum (full, analyze) {}").format(sql.SQL(table)))
+    roots = {conn.execute("select pg_partition_root(%s::regclass)::text", (t,)).fetchone()[0] for t in tables}
+    for root in sorted(roots - set(tables) - {None}):
+        conn.execute(sql.SQL("analyze {}").format(sql.SQL(root)))
+    conn.execute("vacuum full pg_catalog.pg_statistic")
+    try:
+        conn.execute("checkpoint")
+    except psycopg.errors.InsufficientPrivilege:  # the next automatic checkpoint does the same
+        log.warning("erasure: no privilege for CHECKPOINT; the next automatic checkpoint completes it")
 
 
 def _recount_from(conn, first_week: date | None) -> date | None:

@@ -24,7 +24,7 @@ create table audit.erasures (
     reference      text check (reference ~ '^[A-Za-z0-9_./-]{1,40}$'),  -- a case number; never 64 hex
     rows_deleted   bigint not null,
     files_changed  integer not null,
-    rebuild        text not null check (rebuild in ('published', 'failed', 'not_needed'))
+    rebuild        text not null check (rebuild in ('published', 'failed', 'deferred', 'not_needed'))
 );
 
 create table audit.deletions (
