@@ -39,9 +39,10 @@ from ewi.sources import PSEUDONYM_PATTERN, SOURCES, iso_week_of, iso_week_start,
 
 log = logging.getLogger(__name__)
 
-#: The longest trailing window of an indicator (multi_signal: 12 weeks, SOURCES.md). A week's
-#: per-person row reads the 11 weeks before it, so the first 11 kept weeks are never recounted.
-LONGEST_TRAILING_WEEKS = 12
+#: The longest chain of trailing windows behind one week's count: multi_signal reads 12 weeks of
+#: invalid-absence flags, each of which reads 4 weeks of absence (SOURCES.md), so a week's counts
+#: read 15 weeks of rows, and the first 14 weeks after a cut are never recounted.
+LONGEST_INPUT_WEEKS = 15
 #: Under EWI_HOME (the same places ewi.ingest.gate, ewi.transform and ewi.orchestration write).
 GX_RESULT_DIRS = ("gx/validation_results", "gx/data_docs/validations")
 LOG_DIRS = ("airflow/logs", "dbt/logs")
@@ -62,11 +63,11 @@ REFERENCE_RE = re.compile(r"^[A-Za-z0-9_./-]{1,40}$")
 def lookback_weeks() -> int:
     """Weeks of history a rebuild of the newest week needs: Farrington's reference weeks (b years
     back, w weeks either side) read counts that a redefined indicator would recount from these rows,
-    plus the longest trailing window those counts read."""
+    plus the longest chain of trailing windows those counts read."""
     from ewi.alerts.runner import farrington_parameters
 
     params = farrington_parameters()
-    return 52 * int(params["b"]) + int(params["w"]) + 1 + LONGEST_TRAILING_WEEKS - 1
+    return 52 * int(params["b"]) + int(params["w"]) + 1 + LONGEST_INPUT_WEEKS - 1
 
 
 @dataclass(frozen=True)
@@ -435,7 +436,7 @@ def _recount_from(conn, first_week: date | None) -> date | None:
     if first_week is None:
         return None
     kept_from = conn.execute("select max(kept_from) from audit.retention_runs").fetchone()[0]
-    floor = kept_from + timedelta(weeks=LONGEST_TRAILING_WEEKS - 1) if kept_from else first_week
+    floor = kept_from + timedelta(weeks=LONGEST_INPUT_WEEKS - 1) if kept_from else first_week
     return max(first_week, floor)
 
 

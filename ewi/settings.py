@@ -153,12 +153,12 @@ class Settings(BaseSettings):
     retention_margin_weeks: int = Field(
         13, ge=0,
         description="Weeks pseudonymous rows (raw, intermediate, delivered files) are kept beyond the longest "
-                    "look-back a rebuild or an alert needs (Farrington's b years and window, the 12-week signal window).",
+                    "look-back a rebuild or an alert needs (Farrington's b years and window, the 15 weeks of rows one week's counts read).",
     )
     retention_pseudonymous_weeks: int | None = Field(
-        None, ge=12,
+        None, ge=15,
         description="Weeks of pseudonymous rows kept, counted back from the current week; unset: the look-back "
-                    "plus EWI_RETENTION_MARGIN_WEEKS (132 weeks with the default alert parameters).",
+                    "plus EWI_RETENTION_MARGIN_WEEKS (135 weeks with the default alert parameters).",
     )
     retention_quarantine_days: int = Field(
         30, ge=1, description="Days a quarantined or stuck pending batch (rows and delivered file) is kept."

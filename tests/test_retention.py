@@ -25,11 +25,11 @@ from ewi.sources import iso_week_of, iso_week_start, parse_file_name
 
 pytestmark = pytest.mark.slow
 
-WEEKS = 16
+WEEKS = 22
 #: the last complete week, so that the policy (counted from today) cuts the oldest weeks
 END_WEEK = iso_week_of(date.today() - timedelta(days=7))
 WAREHOUSE_DB, SYNTH_SEED = "ewi_retention_tests", 171
-KEEP_WEEKS = 12
+KEEP_WEEKS = 18  # cuts the oldest 4 weeks; the newest 4 weeks are recounted (14 after the cut are not)
 OLD = (datetime.now(UTC) - timedelta(days=500)).timestamp()
 
 

@@ -30,7 +30,8 @@
     {%- endif -%}
     (
         {#- Never a week retention cut the inputs of: before kept_from there are no per-person rows,
-            and the 11 weeks after it would be counted with a truncated 12-week window. Those weeks
+            and the 14 weeks after it would be counted with a truncated window (12 weeks of
+            multi_signal over flags of 4 weeks of absence: ewi/retention.py LONGEST_INPUT_WEEKS). Those weeks
             keep the counts made before the cut (published aggregates are kept; docs/decisions.md). #}
         select greatest(case
             when wm.watermark is null then date '0001-01-01'
@@ -45,7 +46,7 @@
                 (select min(b.week_start) from {{ ref('stg_batches') }} as b
                   where b.status in ('published', 'superseded') and b.decided_at > wm.watermark)
             )
-        end, (select coalesce(r.kept_from + 77, date '0001-01-01') from {{ ref('stg_retention_runs') }} as r))
+        end, (select coalesce(r.kept_from + 98, date '0001-01-01') from {{ ref('stg_retention_runs') }} as r))
         from (
             select max(processed_at) as watermark, max(week_start) as max_week
             from {{ target_relation }}
