@@ -228,3 +228,38 @@ def test_glrnb_withheld_reaches_back_to_its_charts_first_week(alert_warehouse, d
     assert rows
     assert all(g == f for starts, g, f in rows if starts)
     assert all(g for _, g, f in rows if f)
+
+
+GLRNB_RESULTS = ("select area_code, indicator, week_start, observed, expected, alpha, statistic, cases_needed, "
+                 "is_alert, status, chart_start from alerts.glrnb_results order by 1, 2, 3")
+
+
+def test_glrnb_recomputes_from_the_first_changed_week_as_a_full_run_would(alert_warehouse, db):
+    """run_glrnb resumes each series' chart at its first changed week (Farrington's count, expectation
+    or dispersion): the result equals a computation from scratch, and less is computed."""
+    before = db.execute(GLRNB_RESULTS).fetchall()
+    started = time.monotonic()
+    run_glrnb(db)
+    unchanged_s = time.monotonic() - started
+    assert db.execute(GLRNB_RESULTS).fetchall() == before
+    week = WEEKS[100]
+    bump = ("update alerts.farrington_results set observed = observed + %s "
+            "where area_code = %s and indicator = 'contacts' and week_start >= %s")
+    db.execute(bump, (6, RISE_AREA, week))
+    try:
+        started = time.monotonic()
+        run_glrnb(db)
+        incremental_s = time.monotonic() - started
+        incremental = db.execute(GLRNB_RESULTS).fetchall()
+        assert incremental != before
+        db.execute("delete from alerts.glrnb_results")
+        started = time.monotonic()
+        run_glrnb(db)
+        full_s = time.monotonic() - started
+        assert db.execute(GLRNB_RESULTS).fetchall() == incremental
+    finally:
+        db.execute(bump, (-6, RISE_AREA, week))
+    run_glrnb(db)
+    assert db.execute(GLRNB_RESULTS).fetchall() == before
+    assert unchanged_s < full_s and incremental_s < full_s
+    print(f"glrnb: unchanged {unchanged_s:.2f} s, one series from week 100 {incremental_s:.2f} s, full {full_s:.2f} s")

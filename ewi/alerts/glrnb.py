@@ -181,9 +181,11 @@ def _glr_statistics(X: np.ndarray, ends: np.ndarray, mu0, alpha, control: GlrnbC
 
 
 def _run_chart(x: np.ndarray, mu0: np.ndarray, alpha: np.ndarray, control: GlrnbControl,
-               want_cases: bool) -> tuple[int, np.ndarray, np.ndarray]:
+               want_cases: bool, known: int = 0) -> tuple[int, np.ndarray, np.ndarray]:
     """One chart from index 0 until its first alarm: (index of the alarm or len(x), statistics, cases).
-    Statistics after the alarm are 0 (R). All weeks are computed at once and cut at the first alarm."""
+    Statistics after the alarm are 0 (R). All weeks are computed at once and cut at the first alarm.
+    `known`: the first weeks whose results the caller has and which did not alarm (a statistic
+    depends on its week and the chart's earlier weeks only); they are not computed (left 0)."""
     if control.theta is not None:
         return _run_lr(x, mu0, alpha, control, want_cases)
     sign = 1 if control.direction == "inc" else -1
@@ -193,6 +195,7 @@ def _run_chart(x: np.ndarray, mu0: np.ndarray, alpha: np.ndarray, control: Glrnb
         start = 0 if control.m == -1 else control.m_tilde  # R's glr_cusum_window starts at n = Mtilde
     else:
         start = max(control.m_tilde - 1, 0)
+    start = max(start, known)
     ends = np.arange(start, lx)
     if len(ends) == 0:
         return lx, values, cases
@@ -267,9 +270,12 @@ def _run_lr(x, mu0, alpha, control: GlrnbControl, want_cases: bool):
 
 
 def glr_detector(x: Sequence[float], mu0: Sequence[float], alpha: float | Sequence[float],
-                 control: GlrnbControl) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 control: GlrnbControl, known: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The chart over a whole range with R's reset after every alarm (the loop of algo.glrnb):
-    returns alarm (bool), statistic and cases-needed arrays (cases NaN unless control.ret == "cases")."""
+    returns alarm (bool), statistic and cases-needed arrays (cases NaN unless control.ret == "cases").
+    `known` leading weeks (without an alarm) are not computed: NaN there (see _run_chart)."""
+    if known and control.theta is not None:
+        known = 0  # the known-change CUSUM is a recursion over every week: computed whole
     x = np.asarray(x, dtype=float)
     mu0 = np.asarray(mu0, dtype=float)
     alpha_arr = np.broadcast_to(np.asarray(alpha, dtype=float), x.shape).copy()
@@ -281,7 +287,8 @@ def glr_detector(x: Sequence[float], mu0: Sequence[float], alpha: float | Sequen
     cases = np.full(len(x), np.nan)
     done = 0
     while done < len(x):
-        n, values, chart_cases = _run_chart(x[done:], mu0[done:], alpha_arr[done:], control, want_cases)
+        n, values, chart_cases = _run_chart(x[done:], mu0[done:], alpha_arr[done:], control, want_cases,
+                                            known if done == 0 else 0)
         end = min(n + 1, len(x) - done)
         statistic[done:done + end] = values[:end]
         if want_cases:
@@ -291,6 +298,8 @@ def glr_detector(x: Sequence[float], mu0: Sequence[float], alpha: float | Sequen
         done += n + 1
     # R: the upperbound is made non-negative and NaN-free
     statistic = np.where(np.isnan(statistic) | (statistic < 0), 0.0, statistic)
+    statistic[:known] = np.nan
+    cases[:known] = np.nan
     return alarm, statistic, cases
 
 
@@ -410,10 +419,15 @@ def algo_glrnb(observed: Sequence[float], control: GlrnbControl, range_: Sequenc
 
 
 def glrnb_series(observed: Sequence[float], mu0: Sequence[float], alpha: float | Sequence[float],
-                 control: GlrnbControl) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 control: GlrnbControl, resume_from: int = 0,
+                 chart_start: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The chart over a series with gaps: weeks without a count or mu0 (NaN) have no statistic (NaN,
     no alarm), and the chart restarts after each gap (a statistic accumulates evidence over
-    consecutive weeks). Returns alarm, statistic and cases needed (NaN where not computed)."""
+    consecutive weeks). Returns alarm, statistic and cases needed (NaN where not computed).
+
+    Incremental use: with resume_from > 0 the weeks before it are the caller's (already computed, for
+    the same input), and `chart_start` is the first week of the chart week resume_from belongs to
+    (resume_from itself when a chart starts there); weeks before resume_from come back NaN / False."""
     x = np.asarray(observed, dtype=float)
     mu = np.asarray(mu0, dtype=float)
     a = np.broadcast_to(np.asarray(alpha, dtype=float), x.shape)
@@ -421,7 +435,7 @@ def glrnb_series(observed: Sequence[float], mu0: Sequence[float], alpha: float |
     alarm = np.zeros(len(x), dtype=bool)
     statistic = np.full(len(x), np.nan)
     cases = np.full(len(x), np.nan)
-    i = 0
+    i = resume_from if chart_start is None else min(chart_start, resume_from)
     while i < len(x):
         if not usable[i]:
             i += 1
@@ -429,7 +443,9 @@ def glrnb_series(observed: Sequence[float], mu0: Sequence[float], alpha: float |
         j = i
         while j < len(x) and usable[j]:
             j += 1
-        al, st, ca = glr_detector(x[i:j], mu[i:j], a[i:j], control)
+        known = max(0, resume_from - i)
+        al, st, ca = glr_detector(x[i:j], mu[i:j], a[i:j], control, known=known)
         alarm[i:j], statistic[i:j], cases[i:j] = al, st, ca
         i = j
+    alarm[:resume_from] = False
     return alarm, statistic, cases

@@ -11,9 +11,12 @@ over consecutive weeks. Overdispersion: `alpha: farrington` (default) turns Farr
 variance phi * mu0 into the negative binomial's mu0 + alpha * mu0^2 week by week,
 alpha = (phi - 1) / mu0; a number fixes it.
 
-Recomputed from the start of every series on each run: a week's statistic depends on every week of
-its chart (since the last alarm or gap), and a changed Farrington week would change every later one;
-the whole task takes a fraction of the Farrington task's time (docs/alerts.md, measured).
+Incremental: a week's statistic depends on that week and the earlier weeks of its chart (since the
+last alarm or gap) only. So per series the task finds the first week whose input (count, mu0, alpha)
+differs from what its stored result was computed from, and recomputes from there, resuming the chart
+that week belongs to from the chart's first week (stored); earlier weeks keep their results. Everything
+is recomputed when the parameters changed. A new week of data costs about one week per series; a full
+computation of three years of 120 series takes about a minute (docs/alerts.md, measured).
 Parameters: the `glrnb` block of dbt_project.yml's vars (see DEFAULTS).
 """
 
@@ -101,20 +104,57 @@ def _chart_starts(usable: np.ndarray, alarm: np.ndarray) -> np.ndarray:
     return starts
 
 
-def compute(farrington: pd.DataFrame, params: dict, with_cases: bool = True) -> pd.DataFrame:
+def _resume_point(observed, expected, alpha, stored: pd.DataFrame | None) -> tuple[int, int | None]:
+    """(first week to recompute, first week of its chart) for one series against its stored results
+    (same order and weeks; None = nothing stored): the first week whose count, mu0 or alpha differs
+    from the stored one's, or that has no stored result. len(series) when nothing changed."""
+    n = len(observed)
+    if stored is None or len(stored) == 0:
+        return 0, None
+    usable = ~(np.isnan(observed) | np.isnan(expected) | np.isnan(alpha)) & (np.nan_to_num(expected) > 0)
+    # as stored: mu0 and alpha only where the week has a statistic
+    now = np.column_stack([observed, np.where(usable, expected, np.nan), np.where(usable, alpha, np.nan)])
+    before = stored[["observed", "expected", "alpha"]].to_numpy(dtype=float)
+    same = np.all((now == before) | (np.isnan(now) & np.isnan(before)), axis=1) & stored["present"].to_numpy()
+    changed = np.flatnonzero(~same)
+    first = int(changed[0]) if len(changed) else n
+    if first == 0 or first == n:
+        return first, None
+    previous = stored.iloc[first - 1]
+    if pd.isna(previous["chart_start"]) or bool(previous["is_alert"]):
+        return first, first  # week first starts a chart (after a gap or an alarm)
+    return first, int(stored.index.get_loc(previous["chart_start"])) if previous["chart_start"] in stored.index else 0
+
+
+def compute(farrington: pd.DataFrame, params: dict, with_cases: bool = True,
+            stored: pd.DataFrame | None = None) -> pd.DataFrame:
     """glrnb results for every area x indicator series of Farrington's results (columns area_code,
-    indicator, week_start, observed, expected, phi, status)."""
+    indicator, week_start, observed, expected, phi, status). With `stored` (earlier results for the
+    same parameters, COLUMNS) only the weeks from each series' first changed one are recomputed."""
     parts = []
     frame = farrington.sort_values(["area_code", "indicator", "week_start"], kind="stable")
+    stored_by_series = {} if stored is None else {key: g for key, g in stored.groupby(["area_code", "indicator"])}
     for (area_code, indicator), group in frame.groupby(["area_code", "indicator"], sort=True):
         observed = group["observed"].to_numpy(dtype=float)
         expected = group["expected"].to_numpy(dtype=float)
         alpha = overdispersion(params, expected, group["phi"].to_numpy(dtype=float))
         control = glrnb_control(params, indicator, "cases" if with_cases else "value")
-        alarm, statistic, cases = glrnb_series(observed, expected, alpha, control)
+        weeks = group["week_start"].to_numpy()
+        earlier = None
+        if (area_code, indicator) in stored_by_series:
+            earlier = (stored_by_series[(area_code, indicator)].set_index("week_start")
+                       .reindex(weeks).assign(present=lambda f: f["status"].notna()))
+            earlier["present"] = earlier["present"].astype(bool)
+        first, chart_start = _resume_point(observed, expected, alpha, earlier)
+        alarm, statistic, cases = glrnb_series(observed, expected, alpha, control, resume_from=first,
+                                               chart_start=chart_start)
+        if first > 0:
+            keep = slice(0, first)
+            alarm[keep] = earlier["is_alert"].to_numpy(dtype=bool)[keep]
+            statistic[keep] = earlier["statistic"].to_numpy(dtype=float)[keep]
+            cases[keep] = earlier["cases_needed"].to_numpy(dtype=float)[keep]
         usable = ~np.isnan(statistic)
         starts = _chart_starts(usable, alarm)
-        weeks = group["week_start"].to_numpy()
         farrington_status = group["status"].to_numpy()
         status = np.where(np.isnan(observed), "no_data",
                           np.where(usable, "ok",
@@ -144,8 +184,12 @@ def run_glrnb(conn: psycopg.Connection, project_dir: Path | None = None) -> int:
         conn.execute(f"select area_code, indicator, week_start, observed, expected, phi, status from {SOURCE_TABLE}"  # noqa: S608
                      ).fetchall(),
         columns=["area_code", "indicator", "week_start", "observed", "expected", "phi", "status"])
-    results = compute(farrington, params)
-    results["parameters_sha"] = _fingerprint(params)
+    sha = _fingerprint(params)
+    stored = pd.DataFrame(
+        conn.execute(f"select {', '.join(COLUMNS)} from {RESULTS_TABLE} where parameters_sha = %s", (sha,)).fetchall(),  # noqa: S608
+        columns=COLUMNS)
+    results = compute(farrington, params, stored=stored if len(stored) else None)
+    results["parameters_sha"] = sha
     columns = list(results.columns)
     records = [
         tuple(None if (isinstance(v, float) and np.isnan(v)) else (v.item() if hasattr(v, "item") else v)
