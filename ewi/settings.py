@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
+import time
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -343,13 +345,33 @@ def unknown_variables() -> list[str]:
     return sorted(k.upper() for k in os.environ if k.upper().startswith(ENV_PREFIX) and k.upper() not in names)
 
 
+#: How long an answer of Airflow's about the Connection is reused: inside a task each question is a
+#: round trip to the API server (and the warehouse's DSN is asked for many times per task).
+AIRFLOW_CONNECTION_TTL_S = 60.0
+_airflow_answer: tuple[float, str | None, str | None] | None = None  # (when, AIRFLOW_CONN_ value, DSN)
+_airflow_lock = threading.Lock()
+
+
 def airflow_warehouse_dsn() -> str | None:
     """The warehouse DSN from Airflow's Connection `ewi_warehouse`, when this process runs inside
     Airflow (a task, the DAG processor, the triggerer: Airflow is already imported) and the
     Connection exists (AIRFLOW_CONN_EWI_WAREHOUSE, the metadata database or a secrets backend).
-    Outside Airflow None, without importing it (a second or more of start-up for every command)."""
+    Outside Airflow None, without importing it (a second or more of start-up for every command).
+    Airflow's answer is reused for AIRFLOW_CONNECTION_TTL_S seconds unless the variable changes."""
+    global _airflow_answer
     if "airflow" not in sys.modules:
         return None
+    in_env = os.environ.get("AIRFLOW_CONN_" + AIRFLOW_WAREHOUSE_CONN_ID.upper())
+    with _airflow_lock:  # one question at a time: the task's channel to its supervisor is one socket
+        answer = _airflow_answer
+        if answer is not None and answer[1] == in_env and time.monotonic() - answer[0] < AIRFLOW_CONNECTION_TTL_S:
+            return answer[2]
+        dsn = _ask_airflow()
+        _airflow_answer = (time.monotonic(), in_env, dsn)
+        return dsn
+
+
+def _ask_airflow() -> str | None:
     try:
         from airflow.sdk import BaseHook
         from airflow.sdk.exceptions import AirflowNotFoundException

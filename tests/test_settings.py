@@ -408,3 +408,42 @@ def test_the_variables_ewi_writes_for_dbt_are_known_as_no_settings():
     written = set(warehouse.dbt_env("host=db.example port=5432 user=ewi password=pw dbname=ewi"))
     assert written <= set(settings.NOT_SETTINGS)
     assert not written & {settings.variable(f) for f in settings.Settings.model_fields}
+
+
+_PROBE_DAG = '''
+import json, os, pendulum
+from airflow.sdk import dag, task
+
+@dag(dag_id="ewi_settings_probe", schedule=None, start_date=pendulum.datetime(2024, 1, 1, tz="UTC"), catchup=False)
+def probe():
+    @task
+    def which_warehouse():
+        import psycopg
+        from ewi import config, warehouse
+        with psycopg.connect(warehouse.dsn()) as conn:
+            database = conn.execute("select current_database()").fetchone()[0]
+        with open(os.environ["PROBE_OUT"], "w") as fh:
+            json.dump({"dsn": config.configured_dsn(), "database": database}, fh)
+    which_warehouse()
+
+probe()
+'''
+
+
+def test_inside_an_airflow_task_the_connection_from_airflow_s_database(tmp_path, warehouse_connection):
+    """A real task run (`airflow dags test`, the task runner asking its supervisor for the
+    Connection), the Connection kept in Airflow's metadata database, not in the environment."""
+    connection, database = warehouse_connection
+    airflow = Path(sys.executable).with_name("airflow")
+    (tmp_path / "dags").mkdir()
+    (tmp_path / "dags" / "probe.py").write_text(_PROBE_DAG, encoding="utf-8")
+    env = _env(tmp_path, AIRFLOW_HOME=str(tmp_path / "airflow"), AIRFLOW__CORE__DAGS_FOLDER=str(tmp_path / "dags"),
+               AIRFLOW__CORE__LOAD_EXAMPLES="False", PROBE_OUT=str(tmp_path / "probe.json"))
+    env.pop("AIRFLOW_CONN_EWI_WAREHOUSE", None)
+    for args in (["db", "migrate"], ["connections", "add", "ewi_warehouse", "--conn-json", connection],
+                 ["dags", "test", "ewi_settings_probe"]):
+        out = subprocess.run([str(airflow), *args], env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, (args, out.stdout[-2000:], out.stderr[-2000:])
+    found = json.loads((tmp_path / "probe.json").read_text(encoding="utf-8"))
+    assert found["database"] == database and f"dbname={database}" in found["dsn"]
+    assert not (tmp_path / "home" / "warehouse").exists()  # no embedded server was started
