@@ -23,6 +23,37 @@ def batches(conn: psycopg.Connection) -> list[dict]:
     ).fetchall()
 
 
+ACCESS_COLUMNS = ("id", "at", "username", "user_role", "action", "view", "format", "area_code", "indicator",
+                  "week_from", "week_to", "path")
+
+
+def dashboard_access(conn: psycopg.Connection, username: str | None = None, area_code: str | None = None,
+                     since: date | None = None, until: date | None = None, limit: int | None = 1000) -> list[dict]:
+    """audit.dashboard_access (migration 0017), newest first: who saw which area figures and what
+    they exported; filtered by user, area (also the views of every area) and the days [since, until]."""
+    where, params = ["true"], []
+    if username:
+        where.append("username = %s")
+        params.append(username)
+    if area_code:
+        where.append("(area_code = %s or area_code is null)")
+        params.append(area_code)
+    if since:
+        where.append("at >= %s::date")
+        params.append(since)
+    if until:
+        where.append("at < %s::date + 1")
+        params.append(until)
+    query = (f"select {', '.join(ACCESS_COLUMNS)} from audit.dashboard_access "  # noqa: S608 - fixed names
+             f"where {' and '.join(where)} order by id desc")
+    if limit:
+        query += f" limit {int(limit)}"
+    rows = conn.execute(query, params).fetchall()
+    for r in rows:
+        r["at"] = r["at"].astimezone(UTC)
+    return rows
+
+
 def last_chain_verification(conn: psycopg.Connection) -> dict | None:
     """The latest `ewi audit verify` (audit.chain_verifications, migration 0019), or None."""
     if conn.execute("select to_regclass('audit.chain_verifications') is null as absent").fetchone()["absent"]:

@@ -4,20 +4,22 @@ lineage graph, the provenance of a published figure and the alert methods compar
 from __future__ import annotations
 
 import json
+from datetime import date
 from pathlib import Path
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote, urlencode
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from markupsafe import Markup
 
 from ewi import config
 from ewi.dashboard import audit_data, data, lineage
 from ewi.dashboard.i18n import INDICATORS
-from ewi.dashboard.security.access import AuditorUser
-from ewi.dashboard.views import AREA_CODE, lang_of, message, page, week_param
+from ewi.dashboard.security.access import AuditorUser, record_access, record_view
+from ewi.dashboard.views import AREA_CODE, csv_response, lang_of, message, page, week_param
 
 router = APIRouter(prefix="/audit")
+LOG_PAGE_ROWS = 500  # the newest, on the page; the CSV holds every entry the filter selects
 
 
 def _docs_root() -> Path:
@@ -99,6 +101,8 @@ def audit_provenance(user: AuditorUser, request: Request, indicator: str = "", w
     with data.connect(data.AUDITOR_ROLE) as conn:
         cell = audit_data.published_cell(conn, indicator, week_start, area or None)
         found = audit_data.provenance(conn, indicator, week_start)
+    record_view(user, request, "provenance", area=area or None, indicator=indicator, week_from=week_start,
+                week_to=week_start)
     return page(request, "provenance.html", lang, user, indicator=indicator, week=week_start,
                 area=area or None, cell=cell, **found)
 
@@ -113,10 +117,48 @@ def audit_methods(user: AuditorUser, request: Request, week: str = ""):
         week_start = week_param(week) if week else data.latest_complete_week(conn)
         found = data.method_alerts(conn, week_start) if week_start else []
     pairs = list(dict.fromkeys((a["area_code"], a["area_name"], a["indicator"]) for a in found))
+    record_view(user, request, "methods", week_from=week_start, week_to=week_start)
     return page(request, "methods.html", lang, user, week=week_start, pairs=pairs,
                 methods=sorted({a["method"] for a in found}),
                 default_method=next((a["method"] for a in found if a["is_default_method"]), None),
                 cells={(a["area_code"], a["indicator"], a["method"]): a for a in found})
+
+
+def _day(value: str | None) -> date | None:
+    try:
+        return date.fromisoformat(value) if value else None
+    except ValueError:
+        return None
+
+
+@router.get("/access", response_class=HTMLResponse)
+def audit_access(user: AuditorUser, request: Request, username: str = "", area: str = "",
+                 start: str | None = Query(None, alias="from"), end: str | None = Query(None, alias="to")):
+    """The access log: who saw which area figures (area, indicator, weeks) and what they exported."""
+    lang = lang_of(request)
+    area = area if AREA_CODE.match(area or "") else ""
+    since, until = _day(start), _day(end)
+    with data.connect(data.AUDITOR_ROLE) as conn:
+        entries = audit_data.dashboard_access(conn, username or None, area or None, since, until, LOG_PAGE_ROWS)
+    csv_query = urlencode({k: v for k, v in (("username", username), ("area", area), ("from", since or ""),
+                                             ("to", until or "")) if v})
+    return page(request, "access_log.html", lang, user, entries=entries, username=username, area=area,
+                since=since, until=until, limit=LOG_PAGE_ROWS, csv_query=csv_query)
+
+
+@router.get("/access.csv")
+def audit_access_csv(user: AuditorUser, request: Request, username: str = "", area: str = "",
+                     start: str | None = Query(None, alias="from"), end: str | None = Query(None, alias="to")):
+    """The whole access log as filtered, for the data-protection officer; this export is logged too."""
+    area = area if AREA_CODE.match(area or "") else ""
+    since, until = _day(start), _day(end)
+    with data.connect(data.AUDITOR_ROLE) as conn:
+        entries = audit_data.dashboard_access(conn, username or None, area or None, since, until, None)
+    record_access("export_csv", user, request, detail={"view": "access_log", "rows": len(entries)})
+    out = [list(audit_data.ACCESS_COLUMNS)]
+    out += [[("" if e[c] is None else e[c].isoformat() if hasattr(e[c], "isoformat") else e[c])
+             for c in audit_data.ACCESS_COLUMNS] for e in entries]
+    return csv_response(out, f"ewi_access_log_{date.today().isoformat()}.csv", "en")
 
 
 @router.get("/dbt-docs/{path:path}")

@@ -10,17 +10,19 @@ from fastapi.responses import Response
 
 from ewi.dashboard import charts, data
 from ewi.dashboard.i18n import INDICATORS, fmt_week
-from ewi.dashboard.security.access import CoordinatorUser, record_access
+from ewi.dashboard.security.access import CoordinatorUser, record_access, record_view
 from ewi.dashboard.views import AREA_CODE, image_response, lang_of, range_param
 
 router = APIRouter()
 FORMATS = ("svg", "png")
 
 
-def _answer(body: bytes, fmt: str, user: dict, request: Request, filename: str, detail: dict) -> Response:
-    """An SVG for a page; a PNG is a download, logged before it is handed out."""
+def _answer(body: bytes, fmt: str, user: dict, request: Request, filename: str, detail: dict,
+            shown: dict) -> Response:
+    """An SVG for a page (whose view is logged); a PNG is a download, logged before it is handed out."""
     if fmt == "png":
         record_access("export_png", user, request, detail=detail)
+        record_view(user, request, "chart", action="export", fmt="png", **shown)
         return image_response(body, fmt, filename)
     return image_response(body, fmt)
 
@@ -50,7 +52,8 @@ def overview_chart(user: CoordinatorUser, request: Request, indicator: str, fmt:
 
         body = charts.cached(("overview", indicator, week, span.weeks, lang, fmt), render)
     return _answer(body, fmt, user, request, f"ewi_{indicator}_{fmt_week(week)}.png",
-                   {"indicator": indicator, "week": str(week)})
+                   {"indicator": indicator, "week": str(week)},
+                   {"indicator": indicator, "week_from": since, "week_to": week})
 
 
 @router.get("/chart/area/{area_code}/{indicator}.{fmt}")
@@ -79,4 +82,5 @@ def area_chart(user: CoordinatorUser, request: Request, area_code: str, indicato
 
         body = charts.cached(("area", area_code, indicator, view["latest"], weeks, lang, fmt), render)
     return _answer(body, fmt, user, request, f"ewi_{area_code}_{indicator}_{fmt_week(view['latest'])}.png",
-                   {"area_code": area_code, "indicator": indicator, "weeks": weeks})
+                   {"area_code": area_code, "indicator": indicator, "weeks": weeks},
+                   {"area": area_code, "indicator": indicator, "week_from": view["since"], "week_to": view["latest"]})

@@ -8,7 +8,7 @@ from fastapi.responses import Response
 
 from ewi.dashboard import briefing, data
 from ewi.dashboard.i18n import fmt_number, fmt_week, indicator_label, text
-from ewi.dashboard.security.access import CoordinatorUser, record_access
+from ewi.dashboard.security.access import CoordinatorUser, record_access, record_view
 from ewi.dashboard.views import AREA_CODE, csv_response, lang_of, range_param
 
 router = APIRouter()
@@ -31,6 +31,7 @@ def overview_csv(user: CoordinatorUser, request: Request):
                         fmt_number(c.municipality_rate, lang), c.vs_municipality, c.vs_history,
                         "1" if c.alert else "0"])
     record_access("export_csv", user, request, detail={"view": "overview", "week": str(week)})
+    record_view(user, request, "overview", action="export", fmt="csv", week_from=week, week_to=week)
     return csv_response(out, f"ewi_overview_{fmt_week(week)}.csv", lang)
 
 
@@ -58,6 +59,8 @@ def area_csv(user: CoordinatorUser, request: Request, area_code: str, weeks: int
                     fmt_number(view["last_year"].get(key), lang), fmt_number(view["muni"].get(key), lang),
                     "1" if key in view["alert_keys"] else "0"])
     record_access("export_csv", user, request, detail={"view": "area", "area_code": area_code, "weeks": weeks})
+    record_view(user, request, "area", action="export", fmt="csv", area=area_code, week_from=view["since"],
+                week_to=view["latest"])
     return csv_response(out, f"ewi_{area_code}_{fmt_week(view['latest'])}.csv", lang)
 
 
@@ -72,6 +75,7 @@ def briefing_pdf(user: CoordinatorUser, request: Request, week: str | None = Non
     pdf, shown = briefing.build(wanted, lang)
     record_access("export_briefing", user, request, detail={"view": "briefing", "week": fmt_week(shown),
                                                             "lang": lang})
+    record_view(user, request, "briefing", action="export", fmt="pdf", week_from=shown, week_to=shown)
     return Response(pdf, media_type="application/pdf", headers={
         "Content-Disposition": f'attachment; filename="ewi_briefing_{fmt_week(shown)}_{lang}.pdf"',
         "Cache-Control": "no-store"})

@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse
 
 from ewi.dashboard import data
 from ewi.dashboard import signals as signal_data
-from ewi.dashboard.security.access import CoordinatorUser
+from ewi.dashboard.security.access import CoordinatorUser, record_view
 from ewi.dashboard.views import AREA_CODE, RANGE_WEEKS, indicator_param, lang_of, message, page, range_param
 
 router = APIRouter()
@@ -34,6 +34,8 @@ def overview(user: CoordinatorUser, request: Request, indicator: str | None = No
         for r in data.weekly(conn, indicator=indicator, since=since) if until else []:
             if r["week_start"] <= until:
                 values[r["week_start"]][r["area_code"]] = r
+    # every area, every indicator of the latest week, and the chosen indicator over the range
+    record_view(user, request, "overview", week_from=since or week, week_to=until)
     return page(request, "overview.html", lang, user, freshness=freshness, week=week, rows=rows,
                 muni=muni, indicator=indicator, open_signals=open_signals, span=span, since=since,
                 until=until, range_weeks=RANGE_WEEKS, values=dict(sorted(values.items(), reverse=True)))
@@ -54,6 +56,7 @@ def area(user: CoordinatorUser, request: Request, area_code: str, indicator: str
         history = signal_data.area_history(conn, area_code)
     if view is None:
         return message(request, user, "not_found", 404, freshness=freshness)
+    record_view(user, request, "area", area=area_code, week_from=view["since"], week_to=view["latest"])
     return page(request, "area.html", lang, user, freshness=freshness, indicator=indicator,
                 signal_history=history, signal_message=signal if signal in signal_data.OUTCOMES else None,
                 close_reasons=signal_data.CLOSE_REASONS, span=span, range_weeks=RANGE_WEEKS, **view)

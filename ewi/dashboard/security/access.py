@@ -3,7 +3,8 @@
 A session is a record on the server (ewi.dashboard.security.sessions) named by a random id in a
 signed cookie (itsdangerous through Starlette's SessionMiddleware); a logout revokes it, and every
 request reads the user's role from the users file again. Forms carry a CSRF token kept in the
-session; every login, lockout and export is appended to audit.access_log. `install` puts the
+session; every login, lockout and export is appended to audit.access_log, and every view of area
+figures and every export to audit.dashboard_access (who saw which area, indicator and weeks). `install` puts the
 cookie, the security headers and the answers to a missing login or role on an application.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from datetime import date
 from typing import Annotated
 from urllib.parse import urlencode
 
@@ -132,6 +134,20 @@ def record_access(action: str, user: dict | None, request: Request, success: boo
 def https_only() -> bool:
     """Whether the dashboard is served over HTTPS (behind a proxy): cookies then say Secure."""
     return get_settings().dashboard_https
+
+
+def record_view(user: dict, request: Request, view: str, *, action: str = "view", fmt: str = "html",
+                area: str | None = None, indicator: str | None = None, week_from: date | None = None,
+                week_to: date | None = None) -> None:
+    """Append to audit.dashboard_access who saw which figures: the area (None: every area), the
+    indicator (None: every indicator) and the weeks. Raises if it cannot: figures whose viewing
+    cannot be logged are not shown."""
+    with data.connect(read_only=False) as conn:
+        conn.execute(
+            "select audit.record_dashboard_access(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (user["username"], user.get("role"), action, view, fmt, area, indicator, week_from, week_to,
+             request.url.path),
+        )
 
 
 def install(app: FastAPI, forbidden_page) -> None:
