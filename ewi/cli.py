@@ -48,7 +48,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     from ewi import synth
 
     summary = synth.generate(Path(args.out), weeks=args.weeks, end_week=args.end_week, seed=args.seed,
-                             rises=not args.no_rises)
+                             rises=not args.no_rises, co_rises=args.co_rises)
     _print_json(summary)
     return EXIT_OK
 
@@ -417,6 +417,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--end-week", default=None, help="last ISO week, YYYY-Www (default: last complete week)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--no-rises", action="store_true", help="inject no area-level rises (false-alarm runs)")
+    p.add_argument("--co-rises", type=int, default=0, metavar="N",
+                   help="also inject N co-occurring rises: absence, reports of concern and contacts of one "
+                        "area rising together, each weakly (ground_truth.json: co_rises)")
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("ingest", help="write-audit-publish delivered files")

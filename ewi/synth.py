@@ -67,6 +67,11 @@ ABSENCE_FLAG = {"chronic_absence": 0.10, "invalid_absence": 0.05}
 FLAG_WEEKS = 4
 # Replicate 4-week windows per pupil when estimating an area's expected flagged share.
 FLAG_REPLICATES = 64
+#: Co-occurring rises (issue 18): a group forming in an area moves its youths' unexcused absence (and
+#: with it their absence as a whole), reports of concern and police/outreach contacts over the same
+#: weeks, each by less than its own indicator's alert finds reliably. Sizes as multiples of the
+#: area's own level of the measure, as for single rises (`ewi synth --co-rises N`).
+CO_RISE_SIZES = {"invalid_absence": 1.3, "referrals": 1.6, "contacts": 1.6}
 ILL_DAYS = (1, 2, 3, 4, 5)
 ILL_DAY_SHARES = (0.5, 0.25, 0.12, 0.07, 0.06)
 
@@ -256,14 +261,7 @@ def _choose_rises(areas: pd.DataFrame, periods: list[str], seed: int) -> list[Ri
     rises = []
     for indicator, area in zip(indicators, chosen, strict=True):
         duration = int(min(rng.integers(6, 11), max(1, n_weeks // 2)))
-        # In the last year, after enough weeks for a trailing baseline when the range allows it.
-        earliest = max(0, min(4, n_weeks - duration), n_weeks - 52)
-        starts = np.arange(earliest, n_weeks - duration + 1)
-        if indicator in ABSENCE_FLAG:  # absence cannot rise while school is out
-            in_term = np.array([not holiday[s] and (~holiday[s : s + duration]).sum() >= duration - 1
-                                for s in starts])
-            if in_term.any():
-                starts = starts[in_term]
+        starts = _rise_starts([indicator], duration, periods, holiday)
         size = rng.choice([1.5, 1.75, 2.0]) if indicator in ABSENCE_FLAG else rng.choice([2.0, 2.5, 3.0])
         rises.append(
             Rise(
@@ -275,6 +273,42 @@ def _choose_rises(areas: pd.DataFrame, periods: list[str], seed: int) -> list[Ri
             )
         )
     return sorted(rises, key=lambda r: (r.first_week, r.area_code, r.indicator))
+
+
+def _rise_starts(indicators, duration: int, periods: list[str], holiday: np.ndarray) -> np.ndarray:
+    """Weeks a rise of `duration` may start in: in the last year, after enough weeks for a trailing
+    baseline when the range allows it, and in term when it moves absence (which cannot rise while
+    school is out)."""
+    n_weeks = len(periods)
+    earliest = max(0, min(4, n_weeks - duration), n_weeks - 52)
+    starts = np.arange(earliest, n_weeks - duration + 1)
+    if any(i in ABSENCE_FLAG for i in indicators):
+        in_term = np.array([not holiday[s] and (~holiday[s : s + duration]).sum() >= duration - 1
+                            for s in starts])
+        if in_term.any():
+            starts = starts[in_term]
+    return starts
+
+
+def _choose_co_rises(areas: pd.DataFrame, periods: list[str], seed: int, n: int, taken: set[str],
+                     sizes: dict[str, float]) -> list[list[Rise]]:
+    """`n` co-occurring rises: each a group of rises of `sizes`' indicators in one area over the same
+    weeks. Drawn from a stream of their own (the single rises and the week's rows stay as they are
+    without them), in areas without a single rise, so each rise in the ground truth is one cause."""
+    if n <= 0:
+        return []
+    rng = _rng(seed, 9)
+    free = np.flatnonzero(~areas["area_code"].astype(str).isin(taken).to_numpy())
+    weights = areas["pop_6_20"].to_numpy(dtype=float)[free]
+    chosen = free[rng.choice(len(free), min(n, len(free)), replace=False, p=weights / weights.sum())]
+    holiday = np.array([is_school_holiday(p) for p in periods])
+    groups = []
+    for area in chosen:
+        duration = int(min(rng.integers(6, 11), max(1, len(periods) // 2)))
+        first = periods[int(rng.choice(_rise_starts(sizes, duration, periods, holiday)))]
+        groups.append([Rise(area_code=str(areas["area_code"][area]), indicator=indicator, first_week=first,
+                            size=float(size), duration_weeks=duration) for indicator, size in sizes.items()])
+    return sorted(groups, key=lambda g: (g[0].first_week, g[0].area_code))
 
 
 def _rise_weeks(rise: Rise, periods: list[str]) -> range:
@@ -370,8 +404,11 @@ def _count_injection(pop: Population, rise: Rise, weeks: range, periods: list[st
     return _Injection(rise, weeks, multiplier=multiplier, stream=stream)
 
 
-def _inject(pop: Population, rises: list[Rise], periods: list[str], seed: int) -> list[_Injection]:
-    pick_rng, flag_rng = _rng(seed, 4), _rng(seed, 7)
+def _inject(pop: Population, rises: list[Rise], periods: list[str], seed: int,
+            streams: tuple[int, int, int] = (4, 7, 8)) -> list[_Injection]:
+    """The rises as the week builders apply them; `streams` number the random streams that pick the
+    boosted pupils, estimate their flags and draw extra events (co-occurring rises use their own)."""
+    pick_rng, flag_rng = _rng(seed, streams[0]), _rng(seed, streams[1])
     out = []
     for number, rise in enumerate(rises):
         weeks = _rise_weeks(rise, periods)
@@ -380,7 +417,7 @@ def _inject(pop: Population, rises: list[Rise], periods: list[str], seed: int) -
         if rise.indicator in ABSENCE_FLAG:
             out.append(_absence_injection(pop, rise, weeks, periods, pick_rng, flag_rng))
         else:
-            out.append(_count_injection(pop, rise, weeks, periods, (seed, 8, number)))
+            out.append(_count_injection(pop, rise, weeks, periods, (seed, streams[2], number)))
     return out
 
 
@@ -580,8 +617,10 @@ def _delivered(period: str, minute: int) -> datetime:
 
 
 def generate(out: Path, weeks: int = 104, end_week: str | None = None, seed: int = 1,
-             rises: bool = True) -> dict:
-    """Write `weeks` weekly extracts per source ending with `end_week` into `out`; see the module doc."""
+             rises: bool = True, co_rises: int = 0, co_sizes: dict[str, float] | None = None) -> dict:
+    """Write `weeks` weekly extracts per source ending with `end_week` into `out`; see the module doc.
+    `co_rises`: that many co-occurring rises (CO_RISE_SIZES, or `co_sizes`) besides the single ones,
+    recorded in ground_truth.json's "co_rises"."""
     if weeks < 1:
         raise ValueError("weeks must be at least 1")
     end_week = end_week or last_complete_week()
@@ -595,6 +634,17 @@ def generate(out: Path, weeks: int = 104, end_week: str | None = None, seed: int
 
     active = _inject(pop, _choose_rises(areas, periods, seed), periods, seed) if rises else []
     injected = [a.rise for a in active]
+    groups = _choose_co_rises(areas, periods, seed, co_rises, {r.area_code for r in injected},
+                              dict(co_sizes or CO_RISE_SIZES))
+    co_active = _inject(pop, [r for g in groups for r in g], periods, seed, streams=(10, 11, 12))
+    active = active + co_active
+    co_truth = []
+    for number, group in enumerate(groups):
+        parts = [a.rise.as_dict() for a in co_active if a.rise.area_code == group[0].area_code
+                 and a.rise.first_week == group[0].first_week]
+        co_truth.append({"group": f"co-{number + 1}", "area_code": group[0].area_code,
+                         "first_week": group[0].first_week, "week_start": group[0].week_start,
+                         "duration_weeks": group[0].duration_weeks, "components": parts})
 
     habits = _delivery_habits(seed, periods)
     order_rng = _rng(seed, 5)
@@ -612,7 +662,8 @@ def generate(out: Path, weeks: int = 104, end_week: str | None = None, seed: int
             files[source] += 1
             manifests += with_manifest
 
-    truth = {"seed": seed, "weeks": [periods[0], periods[-1]], "rises": [r.as_dict() for r in injected]}
+    truth = {"seed": seed, "weeks": [periods[0], periods[-1]], "rises": [r.as_dict() for r in injected],
+             "co_rises": co_truth}
     (out / "ground_truth.json").write_text(json.dumps(truth, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return {
         "out": str(out),
@@ -623,6 +674,7 @@ def generate(out: Path, weeks: int = 104, end_week: str | None = None, seed: int
         "rows": rows,
         "persons": len(pop),
         "rises": len(injected),
+        "co_rises": len(co_truth),
         "ground_truth": "ground_truth.json",
     }
 

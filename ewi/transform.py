@@ -191,10 +191,12 @@ def _farrington_hook(full: bool, outcome: dict):
     def run() -> None:
         started = time.monotonic()
         try:
-            from ewi.alerts import run_farrington, run_glrnb
+            from ewi.alerts import run_area_score, run_farrington, run_glrnb
 
             with warehouse.connect() as conn:
                 run_farrington(conn, full=full)
+                # the area score combines the Farrington results just written (ewi/alerts/area_score.py)
+                run_area_score(conn)
                 conn.commit()
                 # the GLR runs on Farrington's expectations, so after it, on the same thread
                 run_glrnb(conn)

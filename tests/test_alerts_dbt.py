@@ -28,7 +28,7 @@ RISE_AREA, RISE_WEEKS = "2081C1010", range(114, 120)
 # The area register seed is loaded first (selecting it here would also select the other models' tests
 # that refer to it, and their models are not built in this test). area_alerts reads which weekly cells
 # area_weekly_indicators suppresses, and the build's disclosure audit reads every mart, so they are built too.
-SELECT = ("stg_areas stg_farrington_results stg_glrnb_results area_weekly_indicators municipality_weekly area_trends alert_series alert_ears "
+SELECT = ("stg_areas stg_farrington_results stg_glrnb_results stg_area_score_results area_weekly_indicators municipality_weekly area_trends alert_series alert_ears "
           "area_alerts")
 
 

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 RISE_AREA, RISE_FROM, FIRST_CUT = "2081C1010", 100, 112
 RISES = {(RISE_AREA, "contacts"): (RISE_FROM, 4)}  # (area, indicator): (from week, factor)
-SELECT = ("stg_areas stg_farrington_results stg_glrnb_results stg_signal_states area_weekly_indicators municipality_weekly area_trends "
+SELECT = ("stg_areas stg_farrington_results stg_glrnb_results stg_area_score_results stg_signal_states area_weekly_indicators municipality_weekly area_trends "
           "alert_series alert_ears area_alerts area_signals")
 
 

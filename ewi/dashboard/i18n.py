@@ -271,6 +271,7 @@ INDICATOR_LABELS = {
         "referrals": "Orosanmälningar (per 1 000)",
         "contacts": "Kontakter polis/fält (per 1 000)",
         "multi_signal": "Flera signaler (per 1 000)",
+        "area_score": "Områdespoäng (flera indikatorer stiger samtidigt)",
     },
     "en": {
         "chronic_absence": "Chronic absence (%)",
@@ -278,6 +279,7 @@ INDICATOR_LABELS = {
         "referrals": "Referrals (per 1,000)",
         "contacts": "Police/outreach contacts (per 1,000)",
         "multi_signal": "Multiple signals (per 1,000)",
+        "area_score": "Area score (several indicators rising together)",
     },
 }
 

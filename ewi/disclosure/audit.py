@@ -8,6 +8,7 @@ audited before it can be published)."""
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -85,6 +86,7 @@ def audit(conn: psycopg.Connection, schemas: dict[str, str], project_vars: dict 
         return result
     read_s = time.monotonic() - started
     result.problems += signal_figures_not_published(frames["area_signals"], frames["area_alerts"])
+    result.problems += area_score_figures(frames["area_alerts"])
     system = build_system(
         frames["area_weekly_indicators"], frames["municipality_weekly"], frames["area_trends"],
         frames["area_alerts"], rolling_weeks_setting(settings.get("alert_rolling_weeks")),
@@ -121,6 +123,55 @@ def signal_figures_not_published(signals: pd.DataFrame | None, alerts: pd.DataFr
         if pd.notna(s.peak_score) and float(s.peak_score) not in {float(v) for v in inside["score"].dropna()}:
             problems.append(f"area_signals {s.signal_key}: peak_score is not a published score of its weeks")
     return problems
+
+
+#: The component indicators of the area score (ewi.alerts.area_score.COMPONENTS) and the method whose
+#: figures it is computed from.
+AREA_SCORE_COMPONENTS = ("chronic_absence", "invalid_absence", "referrals", "contacts")
+_DIGITS = re.compile(r"[0-9]")
+
+
+def area_score_figures(alerts: pd.DataFrame | None) -> list[str]:
+    """The area score's rows of area_alerts publish no count and no figure built from a withheld one:
+    observed, expected and upper_threshold are NULL; the score is NULL where a component's Farrington
+    row of the same area and week is withheld (the score is a function of that row's count and
+    baseline, and would give them back); the explanations carry no number but the week and the score.
+    Its alarm depends on no count below the alert minimum (ewi/alerts/area_score.py: such a component
+    counts as no evidence, whatever the count), like every other method's alarm."""
+    if alerts is None or alerts.empty:
+        return []
+    rows = alerts[alerts["indicator"] == "area_score"]
+    if rows.empty:
+        return []
+    problems = []
+    counts = rows[rows[["observed", "expected", "upper_threshold"]].notna().any(axis=1)]
+    if len(counts):
+        problems.append(f"area_alerts area_score: {len(counts)} rows publish a count, expectation or threshold")
+    components = alerts[(alerts["method"] == "farrington") & alerts["indicator"].isin(AREA_SCORE_COMPONENTS)]
+    withheld = set(components.loc[components["status"] == "withheld", ["area_code", "week_start"]]
+                   .itertuples(index=False, name=None))
+    leaked = [r for r in rows.itertuples(index=False)
+              if pd.notna(r.score) and (r.area_code, r.week_start) in withheld]
+    if leaked:
+        problems.append(f"area_alerts area_score: {len(leaked)} scores published where a component's figures "
+                        f"are withheld (first: {leaked[0].area_code} {leaked[0].iso_week})")
+    for r in rows.itertuples(index=False):
+        if _explanation_numbers(r):
+            problems.append(f"area_alerts area_score {r.area_code} {r.iso_week}: the explanation gives a number")
+            break
+    return problems
+
+
+def _explanation_numbers(row) -> bool:
+    """Whether an area-score explanation says a number other than its week, its score and the "1" the
+    score is compared with."""
+    for text in (row.explanation_sv, row.explanation_en):
+        rest = str(text).replace(str(row.iso_week), "").replace("över 1", "").replace("above 1", "")
+        if pd.notna(row.score):
+            rest = rest.replace(f"{float(row.score):.2f}", "", 1)
+        if _DIGITS.search(rest):
+            return True
+    return False
 
 
 def audit_by_method(conn: psycopg.Connection, schemas: dict[str, str]) -> AuditResult:

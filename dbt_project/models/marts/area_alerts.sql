@@ -3,7 +3,8 @@
 -- this builds fine, without farrington rows, while that table is empty), glrnb (the negative-binomial
 -- GLR, ewi.alerts.run_glrnb -> alerts.glrnb_results, on Farrington's expectations) and ears_c1/c2/c3
 -- (alert_ears). is_default_method marks the method the dashboard calls "an alert" for the row's
--- indicator (var ewi_default_alert_method: one method, or indicator -> method).
+-- indicator (var ewi_default_alert_method: one method, or indicator -> method). The area score (ewi.alerts.run_area_score -> alerts.area_score_results)
+-- adds one row per area and week with indicator and method 'area_score', its own default.
 -- Disclosure control: an alert's figures are sums and means of the weekly cells that
 -- area_weekly_indicators publishes or suppresses, so a figure built from a suppressed cell would give
 -- that cell back by differencing (observed 7 over three weeks of which two are published 0 and 2).
@@ -189,54 +190,113 @@ explained as (
              then format(' Based on %s year(s) of history instead of %s.', years_used, years_configured) else '' end
             as history_en
     from controlled
+),
+
+area_score_withheld as (
+    -- the area score is a function of its components' counts and baselines: published only where
+    -- every component's own figures are (a component row with a withheld figure withholds it)
+    select area_code, week_start, bool_or(observed_is_suppressed or baseline_is_suppressed) as withheld
+    from controlled
+    where method = 'farrington' and indicator in ('chronic_absence', 'invalid_absence', 'referrals', 'contacts')
+    group by area_code, week_start
+),
+
+area_score as (
+    select
+        r.area_code, a.area_name, r.week_start, to_char(r.week_start, 'IYYY-"W"IW') as iso_week,
+        r.score, r.is_alert, r.status,
+        coalesce(w.withheld, true) as withheld,
+        case when coalesce(w.withheld, true) then null else to_char(round(r.score::numeric, 2), 'FM999990.00') end
+            as score_text
+    from {{ ref('stg_area_score_results') }} as r
+    inner join {{ ref('stg_areas') }} as a on a.area_code = r.area_code
+    left join area_score_withheld as w on w.area_code = r.area_code and w.week_start = r.week_start
+),
+
+indicator_rows as (
+    select
+        area_code::text as area_code,
+        area_name::text as area_name,
+        week_start::date as week_start,
+        iso_week::text as iso_week,
+        indicator::text as indicator,
+        method::text as method,
+        (case when observed_is_suppressed then null else round(observed) end)::integer as observed,
+        (case when baseline_is_suppressed then null else round(expected::numeric, 1) end)::numeric(10, 1) as expected,
+        (case when baseline_is_suppressed then null else round(upper_threshold::numeric, 1) end)::numeric(10, 1)
+            as upper_threshold,
+        (case when observed_is_suppressed or baseline_is_suppressed then null else round(score::numeric, 2) end)
+            ::numeric(10, 2) as score,
+        alert::boolean as is_alert,
+        published_status::text as status,
+        (method = {{ default_alert_method('indicator') }})::boolean as is_default_method,
+        (case status
+            when 'no_data' then format('%s, %s: inga uppgifter denna vecka (lov eller ingen leverans).',
+                                       label_sv, area_name)
+            when 'insufficient_history' then format('%s, %s: för kort historik för %s.%s',
+                                                    label_sv, area_name, name_sv, history_sv)
+            when 'no_convergence' then format('%s, %s: modellen kunde inte skattas denna vecka (%s).',
+                                              label_sv, area_name, name_sv)
+            else format('%s, %s vecka %s: %s observerade, %s förväntade, larmgräns %s (%s). %s%s',
+                        label_sv, area_name, iso_week, observed_sv, expected_sv, threshold_sv, name_sv,
+                        case when alert then 'LARM: över larmgränsen.'
+                             when published_status = 'withheld' then 'Inget larm.'
+                             when status = 'few_cases' or observed < {{ min_count }}
+                                 then 'Inget larm: för få fall för att larma.'
+                             else 'Inget larm.' end,
+                        history_sv)
+        end)::text as explanation_sv,
+        (case status
+            when 'no_data' then format('%s, %s: no data this week (holiday or no delivery).',
+                                       label_en, area_name)
+            when 'insufficient_history' then format('%s, %s: not enough history for %s.%s',
+                                                    label_en, area_name, name_en, history_en)
+            when 'no_convergence' then format('%s, %s: the model could not be fitted this week (%s).',
+                                              label_en, area_name, name_en)
+            else format('%s, %s week %s: %s observed, %s expected, alert threshold %s (%s). %s%s',
+                        label_en, area_name, iso_week, observed_en, expected_en, threshold_en, name_en,
+                        case when alert then 'ALERT: above the threshold.'
+                             when published_status = 'withheld' then 'No alert.'
+                             when status = 'few_cases' or observed < {{ min_count }}
+                                 then 'No alert: too few cases to alert on.'
+                             else 'No alert.' end,
+                        history_en)
+        end)::text as explanation_en
+    from explained
 )
 
+select * from indicator_rows
+union all
+-- The area score (indicator and method 'area_score'): no count, expectation or threshold of its own
+-- (observed, expected and upper_threshold NULL), its score ln(p) / ln(alpha) (> 1 = past the
+-- threshold) unless a component's figures are withheld, and its alarm, which no count of 1-4 can
+-- raise (ewi/alerts/area_score.py). The explanation gives no figure but the score.
 select
-    area_code::text as area_code,
-    area_name::text as area_name,
-    week_start::date as week_start,
-    iso_week::text as iso_week,
-    indicator::text as indicator,
-    method::text as method,
-    (case when observed_is_suppressed then null else round(observed) end)::integer as observed,
-    (case when baseline_is_suppressed then null else round(expected::numeric, 1) end)::numeric(10, 1) as expected,
-    (case when baseline_is_suppressed then null else round(upper_threshold::numeric, 1) end)::numeric(10, 1)
-        as upper_threshold,
-    (case when observed_is_suppressed or baseline_is_suppressed then null else round(score::numeric, 2) end)
-        ::numeric(10, 2) as score,
-    alert::boolean as is_alert,
-    published_status::text as status,
-    (method = {{ default_alert_method('indicator') }})::boolean as is_default_method,
+    area_code::text,
+    area_name::text,
+    week_start::date,
+    iso_week::text,
+    'area_score'::text,
+    'area_score'::text,
+    null::integer,
+    null::numeric(10, 1),
+    null::numeric(10, 1),
+    (case when withheld or status <> 'ok' then null else round(score::numeric, 2) end)::numeric(10, 2),
+    is_alert::boolean,
+    (case when status = 'ok' and withheld then 'withheld' else status end)::text,
+    true,
     (case status
-        when 'no_data' then format('%s, %s: inga uppgifter denna vecka (lov eller ingen leverans).',
-                                   label_sv, area_name)
-        when 'insufficient_history' then format('%s, %s: för kort historik för %s.%s',
-                                                label_sv, area_name, name_sv, history_sv)
-        when 'no_convergence' then format('%s, %s: modellen kunde inte skattas denna vecka (%s).',
-                                          label_sv, area_name, name_sv)
-        else format('%s, %s vecka %s: %s observerade, %s förväntade, larmgräns %s (%s). %s%s',
-                    label_sv, area_name, iso_week, observed_sv, expected_sv, threshold_sv, name_sv,
-                    case when alert then 'LARM: över larmgränsen.'
-                         when published_status = 'withheld' then 'Inget larm.'
-                         when status = 'few_cases' or observed < {{ min_count }}
-                             then 'Inget larm: för få fall för att larma.'
-                         else 'Inget larm.' end,
-                    history_sv)
-    end)::text as explanation_sv,
+        when 'no_data' then format('Områdespoäng, %s: för få indikatorer med uppgifter vecka %s.', area_name, iso_week)
+        when 'insufficient_history' then format('Områdespoäng, %s: för kort historik vecka %s.', area_name, iso_week)
+        else format('Områdespoäng (frånvaro, orosanmälningar och kontakter tillsammans), %s vecka %s: poäng %s '
+                    || '(larm över 1). %s', area_name, iso_week, coalesce(score_text, 'ej publicerad'),
+                    case when is_alert then 'LARM: flera indikatorer stiger samtidigt.' else 'Inget larm.' end)
+    end)::text,
     (case status
-        when 'no_data' then format('%s, %s: no data this week (holiday or no delivery).',
-                                   label_en, area_name)
-        when 'insufficient_history' then format('%s, %s: not enough history for %s.%s',
-                                                label_en, area_name, name_en, history_en)
-        when 'no_convergence' then format('%s, %s: the model could not be fitted this week (%s).',
-                                          label_en, area_name, name_en)
-        else format('%s, %s week %s: %s observed, %s expected, alert threshold %s (%s). %s%s',
-                    label_en, area_name, iso_week, observed_en, expected_en, threshold_en, name_en,
-                    case when alert then 'ALERT: above the threshold.'
-                         when published_status = 'withheld' then 'No alert.'
-                         when status = 'few_cases' or observed < {{ min_count }}
-                             then 'No alert: too few cases to alert on.'
-                         else 'No alert.' end,
-                    history_en)
-    end)::text as explanation_en
-from explained
+        when 'no_data' then format('Area score, %s: too few indicators with data in week %s.', area_name, iso_week)
+        when 'insufficient_history' then format('Area score, %s: not enough history in week %s.', area_name, iso_week)
+        else format('Area score (absence, reports of concern and contacts together), %s week %s: score %s '
+                    || '(alert above 1). %s', area_name, iso_week, coalesce(score_text, 'not published'),
+                    case when is_alert then 'ALERT: several indicators rise together.' else 'No alert.' end)
+    end)::text
+from area_score

@@ -1,0 +1,218 @@
+"""The area score against single indicators on co-occurring rises (issue 18).
+
+Data: `ewi synth` without single rises and with `co_rises` co-occurring rises per data set (a group
+forming in an area: unexcused absence, reports of concern and contacts of one area rise together,
+each weakly; synth.CO_RISE_SIZES), and the evaluation's quiet data sets (no rises at all) for the
+false signals. Each data set's Farrington results (every component indicator, every area, the
+configured parameters) are computed once and cached, so the area score's parameters and every
+threshold can be swept without fitting again.
+
+Measured, at the same false-signal budget (<= 1 new false signal per 4 weeks across the
+municipality, signals as published.area_signals forms them: alerts of one series no more than
+`signal_gap_weeks` quiet weeks apart are one signal):
+
+- the area score: the share of co-occurring rises with an area-score alarm in the area within the
+  rise's first three weeks;
+- each single indicator, its Farrington threshold re-calibrated to the whole budget (a week alerts
+  when its P(Y >= observed) <= alpha and the watched count reaches the alert minimum, which is how
+  nbPlugin decides): the share with an alert of that indicator in the area within three weeks. The
+  best of them is the comparison; "any of the four" at the configured alphas is reported beside it.
+
+Usage: python -m ewi.alerts.evaluation.co_rises CACHE [--budget 1.0] [--workers 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ewi import config
+from ewi.alerts import area_score, runner
+from ewi.alerts.evaluation.synth_suite import END_WEEK, QUIET_SEEDS
+
+CO_SEED_BASE = 800  # not the seeds of any other evaluation or tuning set
+CO_RISES_PER_SEED = 3
+WEEKS = 156
+WITHIN_WEEKS = 3
+BUDGET_PER_4_WEEKS = 1.0
+SIGNAL_GAP_WEEKS = 2
+#: The area score's parameters swept (alpha is calibrated to the budget for each).
+SWEEP = [{"method": m, "rising_p": 0.2, "min_rising": mr, "components": c}
+         for m in ("stouffer", "fisher_kost") for mr in (1, 2)
+         for c in (list(area_score.COMPONENTS), ["invalid_absence", "referrals", "contacts"],
+                   ["chronic_absence", "referrals", "contacts"])]
+
+
+def _farrington_for_seed(args) -> Path:
+    cache, seed, co = args
+    target = Path(cache) / f"farrington-{seed}-{co}.pkl"
+    if target.exists():
+        return target
+    from ewi import synth
+    from ewi.alerts.evaluation.counts import indicator_counts
+
+    out = Path(cache) / f"synth-{seed}-{co}"
+    synth.generate(out, weeks=WEEKS, end_week=END_WEEK, seed=seed, rises=False, co_rises=co)
+    truth = json.loads((out / "ground_truth.json").read_text(encoding="utf-8"))
+    counts = indicator_counts(out, pd.read_csv(config.AREAS_SEED, dtype={"area_code": str}))
+    shutil.rmtree(out, ignore_errors=True)
+    counts = counts[counts["indicator"].isin(area_score.COMPONENTS)]
+    results = runner.compute(counts, runner.farrington_parameters(), rolling=runner.rolling_weeks())
+    target.write_bytes(pickle.dumps({"results": results, "truth": truth}))
+    return target
+
+
+def _signal_starts(alerts: np.ndarray, gap: int = SIGNAL_GAP_WEEKS) -> np.ndarray:
+    """series x weeks alert flags -> flags of the weeks that open a signal (no alert in the `gap`
+    weeks before)."""
+    padded = np.pad(alerts, ((0, 0), (gap + 1, 0)))
+    recent = np.zeros_like(alerts)
+    for k in range(1, gap + 2):
+        recent |= padded[:, gap + 1 - k: gap + 1 - k + alerts.shape[1]]
+    return alerts & ~recent
+
+
+def _grid(frame: pd.DataFrame, value: str, areas: list[str], weeks: list[date]) -> np.ndarray:
+    table = frame.pivot(index="area_code", columns="week_start", values=value)
+    return table.reindex(index=areas, columns=weeks).to_numpy(dtype=float)
+
+
+def _false_signals_per_4_weeks(flags: list[np.ndarray]) -> float:
+    weeks = sum(f.shape[1] for f in flags)
+    return 4 * sum(_signal_starts(f).sum() for f in flags) / weeks if weeks else float("nan")
+
+
+def _calibrate(statistics: list[np.ndarray], budget: float) -> float:
+    """The largest threshold t (alarm when statistic <= t) whose false signals stay within budget."""
+    candidates = np.unique(np.concatenate([s[np.isfinite(s)] for s in statistics]))
+    low, high = 0, len(candidates) - 1
+    best = -np.inf
+    while low <= high:  # false signals grow with t
+        mid = (low + high) // 2
+        t = candidates[mid]
+        if _false_signals_per_4_weeks([np.nan_to_num(s, nan=np.inf) <= t for s in statistics]) <= budget:
+            best, low = t, mid + 1
+        else:
+            high = mid - 1
+    return float(best)
+
+
+def _monitored(results: pd.DataFrame) -> tuple[list[str], list[date]]:
+    weeks = sorted(pd.to_datetime(results["week_start"]).dt.date.unique())
+    return sorted(results["area_code"].unique()), weeks[-52:]  # the last year, where rises fall
+
+
+TUNING = {"quiet": tuple(range(500, 510)), "co": tuple(range(CO_SEED_BASE, CO_SEED_BASE + 8))}
+EVALUATION = {"quiet": QUIET_SEEDS, "co": tuple(range(CO_SEED_BASE + 8, CO_SEED_BASE + 16))}
+
+
+def _load(cache: Path, seeds: dict, workers: int) -> tuple[list[dict], list[dict]]:
+    tasks = [(str(cache), s, 0) for s in seeds["quiet"]] + [(str(cache), s, CO_RISES_PER_SEED) for s in seeds["co"]]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        paths = list(pool.map(_farrington_for_seed, tasks))
+    data = [pickle.loads(p.read_bytes()) for p in paths]
+    return data[:len(seeds["quiet"])], data[len(seeds["quiet"]):]
+
+
+def _single_statistic(indicator: str, min_count: int):
+    def statistic(d: dict) -> tuple[np.ndarray, list[str], list[date]]:
+        res = d["results"].assign(week_start=pd.to_datetime(d["results"]["week_start"]).dt.date)
+        areas, weeks = _monitored(res)
+        r = res[res["indicator"] == indicator]
+        # nbPlugin: a week alerts exactly when P(Y >= observed) <= alpha (and enough cases).
+        stat = np.where((r["observed"] >= min_count) & (r["status"] == "ok"), r["p_value"], np.nan)
+        return _grid(r.assign(stat=stat), "stat", areas, weeks), areas, weeks
+    return statistic
+
+
+def _area_statistic(params: dict):
+    def statistic(d: dict) -> tuple[np.ndarray, list[str], list[date]]:
+        res = d["results"].assign(week_start=pd.to_datetime(d["results"]["week_start"]).dt.date)
+        s = area_score.compute(res, params)
+        # the alarm statistic: the combined p where enough components rise (else no alarm)
+        s["stat"] = np.where(s["rising"] >= params["min_rising"], s["combined_p"].astype(float), np.nan)
+        areas, weeks = _monitored(res)
+        return _grid(s, "stat", areas, weeks), areas, weeks
+    return statistic
+
+
+def _found(per_seed: list, rises: list[tuple[int, dict]], threshold: float, within: int = WITHIN_WEEKS) -> int:
+    """Rises with an alarm (statistic <= threshold) in their area within `within` weeks of the start."""
+    hits = 0
+    for i, group in rises:
+        stat, areas, weeks = per_seed[i]
+        start = date.fromisoformat(group["week_start"])
+        if start in weeks:
+            a, w = areas.index(group["area_code"]), weeks.index(start)
+            hits += bool((np.nan_to_num(stat[a, w:w + within], nan=1) <= threshold).any())
+    return hits
+
+
+def _false(per_seed: list, threshold: float) -> float:
+    return _false_signals_per_4_weeks([np.nan_to_num(s[0], nan=1) <= threshold for s in per_seed])
+
+
+def evaluate(cache: Path, workers: int = 1, budget: float = BUDGET_PER_4_WEEKS) -> dict:
+    """Thresholds calibrated to `budget` on the tuning seeds, then applied unchanged to the evaluation
+    seeds: the area score (the variant that finds most on the tuning seeds) against each single indicator."""
+    cache.mkdir(parents=True, exist_ok=True)
+    tune_quiet, tune_co = _load(cache, TUNING, workers)
+    eval_quiet, eval_co = _load(cache, EVALUATION, workers)
+    tune_rises = [(i, g) for i, d in enumerate(tune_co) for g in d["truth"]["co_rises"]]
+    eval_rises = [(i, g) for i, d in enumerate(eval_co) for g in d["truth"]["co_rises"]]
+    base = area_score.parameters()
+    farrington = runner.farrington_parameters()
+    candidates = {f"single:{ind}": _single_statistic(ind, base["min_count"]) for ind in area_score.COMPONENTS}
+    for variant in SWEEP:
+        name = (f"area_score:{variant['method']}:min_rising={variant['min_rising']}:"
+                f"{'+'.join(c.split('_')[0][:5] for c in variant['components'])}")
+        candidates[name] = _area_statistic({**base, **variant})
+    rows = []
+    for name, statistic in candidates.items():
+        tq, tc = [statistic(d) for d in tune_quiet], [statistic(d) for d in tune_co]
+        threshold = _calibrate([q[0] for q in tq], budget)
+        row = {"name": name, "threshold": threshold, "tuning_false": _false(tq, threshold),
+               "tuning_found": _found(tc, tune_rises, threshold)}
+        eq, ec = [statistic(d) for d in eval_quiet], [statistic(d) for d in eval_co]
+        row.update(eval_false=_false(eq, threshold),
+                   **{f"eval_found_{w}": _found(ec, eval_rises, threshold, w) for w in (3, 4, 6)})
+        if name.startswith("single:"):
+            alpha = runner.alpha_for(farrington, name.split(":")[1])
+            row.update(configured_alpha=alpha, eval_false_configured=_false(eq, alpha),
+                       eval_found_configured=_found(ec, eval_rises, alpha))
+        rows.append(row)
+    # today's alerts: any of the four at its configured alpha (as one flag per area and week)
+    def any_configured(d: dict) -> tuple[np.ndarray, list[str], list[date]]:
+        parts = [(candidates[f"single:{ind}"](d), runner.alpha_for(farrington, ind)) for ind in area_score.COMPONENTS]
+        flags = np.any([np.nan_to_num(stat, nan=1) <= alpha for (stat, _, _), alpha in parts], axis=0)
+        return np.where(flags, 0.0, 1.0), parts[0][0][1], parts[0][0][2]
+    eq, ec = [any_configured(d) for d in eval_quiet], [any_configured(d) for d in eval_co]
+    rows.append({"name": "any single at its configured alpha", "eval_false": _false(eq, 0.5),
+                 **{f"eval_found_{w}": _found(ec, eval_rises, 0.5, w) for w in (3, 4, 6)}})
+    return {"budget": budget, "tuning_seeds": TUNING, "evaluation_seeds": EVALUATION,
+            "tuning_rises": len(tune_rises), "evaluation_rises": len(eval_rises), "rows": rows}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ewi.alerts.evaluation.co_rises")
+    parser.add_argument("cache", type=Path)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--budget", type=float, default=BUDGET_PER_4_WEEKS)
+    args = parser.parse_args(argv)
+    result = evaluate(args.cache, args.workers, args.budget)
+    with pd.option_context("display.width", 250, "display.max_columns", 30):
+        print(pd.DataFrame(result["rows"]).round(4).to_string(index=False))
+    print(json.dumps({k: v for k, v in result.items() if k != "rows"}, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
