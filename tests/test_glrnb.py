@@ -220,3 +220,16 @@ def test_every_week_equals_r_algo_glrnb(r_results, name):
     assert weeks >= 6 * 100
     if name in ("nb_given", "pois_value", "estimated"):
         assert alarms > 0  # the comparison covers resets after alarms
+
+
+def test_comparison_with_farrington_and_ears_runs_on_the_evaluations_scenarios():
+    """ewi.alerts.evaluation.glrnb_compare on a few series of one scenario: every method scored on the
+    same series, and the table renders."""
+    from ewi.alerts.evaluation.glrnb_compare import compare, render
+    from ewi.alerts.evaluation.simulation import SCENARIOS
+
+    scenario = next(s for s in SCENARIOS if s.name.startswith("target: x1.5 sustained, 15/week"))
+    rows = compare(n_series=4, scenarios=(scenario,), workers=1)
+    assert len(rows) == 1 and rows[0]["farrington"]["n"] == 4
+    assert 0 <= rows[0]["glrnb"]["fpr"] <= 1 and 0 <= rows[0]["glrnb_equal"]["pod_3weeks"] <= 1
+    assert "| target: x1.5 sustained, 15/week" in render(rows)
