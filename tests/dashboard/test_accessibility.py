@@ -76,5 +76,5 @@ def test_auditor_pages_have_no_axe_violations(browser, server, dashboard_warehou
                  (QUARANTINED_SOURCE,))[0]["batch_id"]
     paths = ["/", f"/area/{area}", "/audit", f"/audit/batch/{batch}", "/audit/lineage", "/audit/dbt",
              f"/audit/provenance?area={area}&indicator=referrals&week={iso(latest)}", "/audit/methods",
-             "/audit/signals"]
+             "/audit/signals", "/audit/access"]
     assert _audit(browser, server, "audit", paths) == {}
