@@ -371,3 +371,38 @@ def test_the_disclosure_audit_accepts_the_area_score_and_stops_a_leak(built, cap
                 conn.execute(f"update published.area_alerts set score = null, observed = null where {where}",  # noqa: S608
                              key)
             assert "FAILED" in out and "area_score" in out and named in out
+
+
+@pytest.mark.slow
+def test_the_dashboard_shows_area_score_signals(built, tmp_path):
+    """The overview's open signals and the area page's signal history list the area score's signals
+    under its label, in both languages."""
+    import ewi.dashboard
+    from ewi.dashboard import users
+    from ewi.dashboard.app import create_app
+    from tests.dashboard.helpers import PASSWORDS, dashboard_environment, login, parse
+
+    with psycopg.connect(built["dsn"], autocommit=True) as conn:
+        signals = conn.execute("select signal_key, area_code from published.area_signals "
+                               "where indicator = 'area_score' and state <> 'closed' order by 1").fetchall()
+    assert signals
+    with dashboard_environment(WAREHOUSE_DB, tmp_path / "users.json"):
+        ewi.dashboard.refresh()
+        try:
+            users.save_users({"coord": users.User("coord", "coordinator", users.hash_password(PASSWORDS["coord"]))})
+            coordinator = login(create_app(), "coord")
+            for lang, label in (("en", "Area score"), ("sv", "Områdespoäng")):
+                overview = coordinator.get(f"/?lang={lang}")
+                assert overview.status_code == 200
+                listed = {r.attrs["data_signal"]: r.text() for r in parse(overview.text).find_all("tr", class_="signal")}
+                for key, _ in signals:
+                    if key in listed:  # the overview lists the open signals of its week
+                        assert label in listed[key]
+                key, area = signals[-1]
+                page = coordinator.get(f"/area/{area}?lang={lang}")
+                assert page.status_code == 200
+                history = {li.attrs["data_signal"]: li.text()
+                           for li in parse(page.text).find("section", id="signals").find_all("li", class_="signal")}
+                assert label in history[key]
+        finally:
+            ewi.dashboard.refresh()
