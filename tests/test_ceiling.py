@@ -4,6 +4,7 @@ empirical-Bayes detector."""
 
 from __future__ import annotations
 
+import math
 import shutil
 import subprocess
 from datetime import date, timedelta
@@ -13,7 +14,7 @@ import pytest
 
 from ewi.alerts.eb import eb_statistic, marshall, window_sum
 from ewi.alerts.evaluation.ceiling import calibrate, choose_defaults, false_signals_per_4_weeks, new_signals
-from ewi.alerts.evaluation.registry import REGISTRY, Panel, oracle_statistic
+from ewi.alerts.evaluation.registry import ORACLE_WINDOWS, REGISTRY, Panel, oracle_statistic
 from ewi.alerts.evaluation.scoring import configured_settings
 
 
@@ -91,22 +92,61 @@ def test_window_sum():
     assert np.isnan(window_sum(np.ones((1, 3)), 2)[0, 0])
 
 
-def _panel(weekly, population, known=None, monitored=None):
+def _panel(weekly, population, known=None, monitored=None, variance=None):
     n = weekly.shape[1]
     weeks = [date(2024, 1, 1) + timedelta(weeks=k) for k in range(n)]
     return Panel("referrals", [f"A{i}" for i in range(len(weekly))], weeks, weekly, weekly, population,
-                 monitored or range(n - 52, n), configured_settings(), known)
+                 monitored or range(n - 52, n), configured_settings(), known, variance)
 
 
 def test_oracle_known_answer():
+    """Youths with an event (variance = mean): -log10 of the Poisson tail P(X >= S); the window sum's
+    mean is the sum of the weeks' means."""
     weekly = np.full((1, 60), 2.0)
     weekly[0, -1] = 8.0
-    panel = _panel(weekly, np.ones((1, 60)), known=np.full((1, 60), 2.0))
-    z = oracle_statistic(panel, window=2)
-    assert z[0, -1] == pytest.approx((10 - 4) / 2)  # S = 8 + 2, mu = 4
-    assert oracle_statistic(panel, window=3)[0, 0] == 0  # S = 6 = mu
+    known = np.full((1, 60), 2.0)
+    panel = _panel(weekly, np.ones((1, 60)), known=known, variance=known)
+    stat = oracle_statistic(panel, window=2)
+    tail = 1 - sum(math.exp(-4) * 4 ** k / math.factorial(k) for k in range(10))  # S = 8 + 2, mu = 4
+    assert stat[0, -1] == pytest.approx(-math.log10(tail))
     # a window count below alert_min_count cannot alert
-    assert z[0, 0] == -np.inf  # S = 4
+    assert stat[0, 0] == -np.inf  # S = 4
+    # the scan is the largest over the windows, each at its own exact tail
+    scan = oracle_statistic(panel, window=0)
+    assert scan[0, -1] == max(oracle_statistic(panel, window=n)[0, -1] for n in ORACLE_WINDOWS)
+    # flagged pupils (variance well below the mean): the normal tail with a continuity correction
+    under = _panel(weekly, np.ones((1, 60)), known=known, variance=np.full((1, 60), 1.0))
+    z = (10 - 0.5 - 4) / math.sqrt(2)
+    assert oracle_statistic(under, window=2)[0, -1] == pytest.approx(-math.log10(0.5 * math.erfc(z / math.sqrt(2))))
+    with pytest.raises(ValueError, match="known_expected"):
+        oracle_statistic(_panel(weekly, np.ones((1, 60))), window=1)
+
+
+def test_exact_oracle_keeps_its_false_signal_budget_on_quiet_data():
+    """Calibrated on quiet data sets drawn from the known means, the oracle's new false signals on other
+    quiet data sets match the budget it was calibrated to (within sampling error), and it finds a
+    doubling that an area of the same level does not show without one."""
+    rng = np.random.default_rng(18)
+    level = np.linspace(0.3, 3.0, 24)[:, None] * np.ones((1, 120))
+    monitored = range(68, 120)
+
+    def quiet_sets(n):
+        return [oracle_statistic(_panel(rng.poisson(level).astype(float), np.ones_like(level), known=level,
+                                        variance=level, monitored=monitored), window=0) for _ in range(n)]
+
+    budget = 0.2
+    tune, held_out = np.concatenate(quiet_sets(12)), np.concatenate(quiet_sets(12))
+    weeks = 12 * len(monitored)
+    threshold = calibrate(tune, budget, weeks)
+    assert np.isfinite(threshold)
+    assert false_signals_per_4_weeks(tune, threshold, weeks) <= budget
+    assert abs(false_signals_per_4_weeks(held_out, threshold, weeks) - budget) < 0.12
+    # A doubling in the largest area over the last four weeks passes that threshold.
+    risen = rng.poisson(level).astype(float)
+    risen[-1, -4:] = rng.poisson(2 * level[-1, -4:] + 3)
+    stat = oracle_statistic(_panel(risen, np.ones_like(level), known=level, variance=level, monitored=monitored),
+                            window=0)
+    assert stat[-1, -4:].max() >= threshold
 
 
 def test_eb_detector_finds_the_risen_area_and_shrinks_the_small_ones():
@@ -127,6 +167,8 @@ def test_eb_detector_finds_the_risen_area_and_shrinks_the_small_ones():
 def test_registry_and_default_choice():
     assert {"farrington", "ears_c1", "ears_c2", "ears_c3", "eb", "eb_unshrunk", "oracle"} <= set(REGISTRY)
     assert [m for m in REGISTRY.values() if m.oracle] == [REGISTRY["oracle"]]
+    assert {"window": 0} in REGISTRY["oracle"].grid  # the scan over windows, calibrated as one statistic
+    assert not REGISTRY["oracle_approx"].oracle and not REGISTRY["oracle_approx"].pipeline
     rows = [{"indicator": "referrals", "method": "farrington", "pipeline": True, "tuning_found_3": 0.4},
             {"indicator": "referrals", "method": "ears_c2", "pipeline": True, "tuning_found_3": 0.5},
             {"indicator": "referrals", "method": "oracle", "pipeline": False, "tuning_found_3": 0.9},

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import date
 
 import numpy as np
+from scipy import stats
 
 from ewi.alerts.ears import ears
 from ewi.alerts.eb import eb_statistic, window_sum
@@ -41,8 +42,12 @@ class Panel:
     population: np.ndarray  # areas x weeks: the offset (pupils with schedule; youths), NaN = none
     monitored: range  # the weeks evaluated (the last year)
     settings: Settings
-    #: areas x weeks: the count expected without rises, known exactly (the oracle's privilege; ceiling.py)
+    #: areas x weeks: the count expected without rises, known exactly (the oracle's privilege; exact.py)
     known_expected: np.ndarray | None = None
+    #: areas x weeks: its variance (Poisson-binomial: the sum over persons of p(1 - p); exact.py)
+    known_variance: np.ndarray | None = None
+    #: areas x weeks: the approximate oracle's level (the area's own three years x the calendar; ceiling.py)
+    approx_expected: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -106,13 +111,41 @@ SHORT_HISTORY = 26
 
 
 def oracle_statistic(panel: Panel, window: int) -> np.ndarray:
-    """The trailing `window`-week count against its expectation known exactly: (S - mu) / sqrt(mu).
-    Within an indicator this ranks weeks as the Poisson tail would; the threshold is calibrated like
-    every method's, so it is the best trailing-sum test at the same false-signal budget."""
-    if panel.known_expected is None:
-        raise ValueError("the oracle needs known_expected")
+    """-log10 of the tail probability of the trailing `window`-week count under the count's exact
+    distribution without rises (its mean and variance known: exact.py); window 0 = the scan, the
+    largest of these over ORACLE_WINDOWS, calibrated as one statistic. Youths with an event are
+    Poisson-binomial with small chances (variance >= 90 % of the mean): the Poisson tail P(X >= S);
+    flagged pupils (chances up to 1, variance about a third to a half of the mean): the normal tail
+    with a continuity correction. -inf where the window count is below alert_min_count (the pipeline's
+    rule, as in power.py) or the expectation is unknown."""
+    if panel.known_expected is None or panel.known_variance is None:
+        raise ValueError("the oracle needs known_expected and known_variance")
+    if window == 0:
+        return np.max([oracle_statistic(panel, n) for n in ORACLE_WINDOWS], axis=0)
     s_obs = window_sum(panel.weekly, window)[:, panel.monitored]
+    known = np.isfinite(panel.known_expected)
     mu = window_sum(panel.known_expected, window)[:, panel.monitored]
+    var = window_sum(panel.known_variance, window)[:, panel.monitored]
+    # a window reaching a week without a known expectation (no data) is not tested
+    unknown = window_sum((~known).astype(float), window)[:, panel.monitored] > 0
+    out = np.full(s_obs.shape, -np.inf)
+    ok = np.isfinite(s_obs) & np.isfinite(mu) & ~unknown & (mu > 0) & (var > 0) & (s_obs >= panel.settings.min_count)
+    poisson_like = var >= 0.9 * mu
+    tail = np.ones(s_obs.shape)
+    a, b = ok & poisson_like, ok & ~poisson_like
+    tail[a] = stats.poisson.sf(s_obs[a] - 1, mu[a])
+    tail[b] = stats.norm.sf((s_obs[b] - 0.5 - mu[b]) / np.sqrt(var[b]))
+    out[ok] = -np.log10(np.maximum(tail[ok], 1e-300))
+    return out
+
+
+def oracle_approx_statistic(panel: Panel, window: int) -> np.ndarray:
+    """The earlier, approximate oracle: the trailing `window`-week count against the area's own
+    three-year level times the calendar's profile (ceiling.py), (S - mu) / sqrt(mu)."""
+    if panel.approx_expected is None:
+        raise ValueError("the approximate oracle needs approx_expected")
+    s_obs = window_sum(panel.weekly, window)[:, panel.monitored]
+    mu = window_sum(panel.approx_expected, window)[:, panel.monitored]
     out = np.full(s_obs.shape, -np.inf)
     ok = np.isfinite(s_obs) & np.isfinite(mu) & (mu > 0) & (s_obs >= panel.settings.min_count)
     out[ok] = (s_obs[ok] - mu[ok]) / np.sqrt(mu[ok])
@@ -120,6 +153,8 @@ def oracle_statistic(panel: Panel, window: int) -> np.ndarray:
 
 
 WINDOWS = (1, 2, 3, 4, 6)
+#: The exact oracle's windows: each alone, and all together as a scan (window 0).
+ORACLE_WINDOWS = (1, 2, 3, 4, 5, 6)
 
 register(Method("farrington", farrington_statistic, "Farrington-flexible (Noufaily 2013), alpha calibrated",
                 pipeline=True, per_area=True, sources=("alerts/farrington.py",)))
@@ -137,5 +172,11 @@ register(Method("eb_short", lambda panel, window: eb(panel, window, history=SHOR
 register(Method("eb_unshrunk_short", lambda panel, window: eb(panel, window, shrink=False, history=SHORT_HISTORY),
                 f"the same without shrinkage, {SHORT_HISTORY} weeks of history",
                 grid=tuple({"window": w} for w in WINDOWS), sources=("alerts/eb.py",)))
-register(Method("oracle", oracle_statistic, "baseline known exactly, best trailing window (the ceiling)",
-                grid=tuple({"window": w} for w in WINDOWS), oracle=True, per_area=True))
+register(Method("oracle", oracle_statistic,
+                "the count's distribution without rises known exactly (synth's own chances), the best trailing "
+                "window or the scan over 1-6 weeks: the ceiling",
+                grid=tuple({"window": w} for w in (*ORACLE_WINDOWS, 0)), oracle=True, per_area=True,
+                sources=("alerts/evaluation/exact.py", "synth.py")))
+register(Method("oracle_approx", oracle_approx_statistic,
+                "the earlier oracle: each area's three-year level x the calendar, best trailing window",
+                grid=tuple({"window": w} for w in WINDOWS), per_area=True))
