@@ -12,9 +12,10 @@ trailing-window test with each area's expected count known exactly):
    signals per 4 weeks, and the share of injected rises detected within 3, 4 and 6 weeks, per
    indicator and rise size, with the method's share of the oracle's.
 
-The oracle knows each area's level: from the area's own three years without the rise weeks, times
-the municipality's weekly seasonal profile pooled over the tuning seeds without rises (school
-holidays, winter colds: the calendar is the same in every synth data set, END_WEEK being fixed).
+The oracle knows each count's distribution without rises exactly: synth's own chances per person give
+each area x week's expected count and its variance (exact.py, cached per seed like the counts). The
+earlier, approximate oracle ('oracle_approx': the area's own three years without the rise weeks times
+the municipality's weekly calendar profile pooled over the quiet tuning seeds) is kept beside it.
 
 Synth counts are cached under $EWI_HOME/eval-cache, keyed by the code that makes them; the per-data
 set statistics too, keyed by every module they depend on, so a second `make eval` only re-renders.
