@@ -370,6 +370,8 @@ def erase(pseudonym: str, erased_by: str | None = None, reference: str | None = 
     with warehouse.connect(autocommit=True) as conn:
         locks.hold_build(conn)
         try:
+            # The rows, the files and the audit record in one transaction: an erasure is recorded
+            # exactly when its deletions commit (the files are changed just before the commit).
             with conn.transaction():
                 first_week = _first_week_of(conn, pseudonym)
                 for table in _pseudonymous_tables(conn):
@@ -382,30 +384,31 @@ def erase(pseudonym: str, erased_by: str | None = None, reference: str | None = 
                 if recount_from is not None:
                     # The weeks the person counted in are recounted by the next (incremental) build:
                     # a per-person model recomputes every week after the newest it holds. Weeks whose
-                    # trailing window retention cut keep their counts (docs/decisions.md).
+                    # trailing windows retention cut keep their counts (docs/decisions.md).
                     for table in _pseudonymous_tables(conn, with_week=True):
                         if table.startswith("intermediate."):
                             conn.execute(sql.SQL("delete from {} where week_start >= %s").format(sql.SQL(table)),
                                          (recount_from,))
                             touched.append(table)
-            deletions += _erase_files(pseudonym)
+                deletions += _erase_files(pseudonym)
+                # 'deferred': a build after this commit recounts (the one started below, or with
+                # --no-rebuild the next); its outcome is that build's row in audit.dbt_runs
+                asked = "not_needed" if recount_from is None else "deferred"
+                rows, files = sum(d.rows for d in deletions), sum(d.files for d in deletions)
+                erasure_id = conn.execute(
+                    "insert into audit.erasures (erased_by, reference, rows_deleted, files_changed, rebuild) "
+                    "values (%s, %s, %s, %s, %s) returning id", (erased_by, reference, rows, files, asked)
+                ).fetchone()[0]
+                _record_deletions(conn, "erasure", erasure_id, deletions)
             _scrub(conn, touched)
         finally:
             conn.execute("select pg_advisory_unlock(%s)", (locks.BUILD,))
-    outcome = "not_needed"
-    if recount_from is not None and not rebuild:
-        outcome = "deferred"  # the next build recounts: the per-person rows of those weeks are gone
-    elif recount_from is not None:
+    outcome = asked
+    if asked == "deferred" and rebuild:
         from ewi import transform
 
+        # recorded in audit.dbt_runs like every build; a failed one publishes nothing
         outcome = "published" if transform.build()["success"] else "failed"
-    rows = sum(d.rows for d in deletions)
-    files = sum(d.files for d in deletions)
-    with warehouse.connect() as conn, conn.transaction():
-        erasure_id = conn.execute(
-            "insert into audit.erasures (erased_by, reference, rows_deleted, files_changed, rebuild) "
-            "values (%s, %s, %s, %s, %s) returning id", (erased_by, reference, rows, files, outcome)).fetchone()[0]
-        _record_deletions(conn, "erasure", erasure_id, deletions)
     log.info("erasure %s: %d rows, %d files; rebuild %s", erasure_id, rows, files, outcome)
     return {"erasure": erasure_id, "rows": rows, "files": files, "rebuild": outcome,
             "deletions": [asdict(d) for d in deletions]}

@@ -47,13 +47,7 @@ def built(module_db, synthetic_extracts, tmp_path_factory):
     results = ingest_files(files, docs_index=False)
     assert "published" in {r.status for r in results} and "rejected" not in {r.status for r in results}
     newest = max(f for f in files if f.name.startswith("referrals_"))
-    delivery = parse_file_name(newest.name)
-    lines = newest.read_bytes().decode("cp1252").splitlines()
-    header = lines[0].split(";")
-    row = lines[1].split(";")
-    row[header.index("birth_year")] = "1900"
-    bad = tmp_path_factory.mktemp("bad") / f"referrals_{delivery.period}_{delivery.delivered:%Y%m%d}T2359.csv"
-    bad.write_bytes("\r\n".join([lines[0], ";".join(row), *lines[2:]]).encode("cp1252") + b"\r\n")
+    bad = _bad_correction(newest, tmp_path_factory.mktemp("bad"), "2359")
     assert [r.status for r in ingest_files([bad], docs_index=False)] == ["quarantined"]
     summary = transform.build()
     assert summary["success"], summary["failures"]
@@ -65,6 +59,21 @@ def built(module_db, synthetic_extracts, tmp_path_factory):
     yield {"conn": module_db, "files": files, "quarantined": bad}
     os.environ.pop("EWI_RETENTION_PSEUDONYMOUS_WEEKS", None)
     os.environ.pop("EWI_LANDING_DIR", None)
+
+
+def _bad_correction(delivered: Path, folder: Path, at: str, sparing: str | None = None) -> Path:
+    """A correction of a delivered referrals file that the gate quarantines: one row's birth year out
+    of range (not the row of pseudonym `sparing`, which stays in the file as delivered)."""
+    delivery = parse_file_name(delivered.name)
+    lines = delivered.read_bytes().decode("cp1252").splitlines()
+    header = lines[0].split(";")
+    at_row = next(i for i, line in enumerate(lines[1:], 1) if sparing is None or sparing not in line)
+    row = lines[at_row].split(";")
+    row[header.index("birth_year")] = "1900"
+    lines[at_row] = ";".join(row)
+    bad = folder / f"referrals_{delivery.period}_{delivery.delivered:%Y%m%d}T{at}.csv"
+    bad.write_bytes("\r\n".join(lines).encode("cp1252") + b"\r\n")
+    return bad
 
 
 def _one(conn, query: str, *params):
@@ -176,19 +185,27 @@ def test_the_audit_tables_of_retention_refuse_changes(built):
             conn.execute(statement)
 
 
-def _pseudonym_in_kept_weeks(conn) -> str:
-    """A person with rows in all three sources in the kept weeks, if there is one, else any."""
-    return _one(conn, "select s.person_pseudonym from raw.school_absence as s "
-                      "left join raw.referrals as r using (person_pseudonym) "
+def _pseudonym_of_the_newest_referrals(conn) -> str:
+    """A person referred in the newest week who has school rows too (contact rows if any has)."""
+    return _one(conn, "select r.person_pseudonym from raw.referrals as r "
+                      "join raw.school_absence as s using (person_pseudonym) "
                       "left join raw.contacts as c using (person_pseudonym) "
-                      "order by (r.person_pseudonym is null)::int + (c.person_pseudonym is null)::int limit 1")
+                      "where r.received_date >= (select date_trunc('week', max(received_date)) from raw.referrals) "
+                      "order by (c.person_pseudonym is null) limit 1")
 
 
 def test_an_erased_pseudonym_is_nowhere_and_the_marts_are_recounted(built, capsys, caplog, tmp_path):
     from ewi import retention, transform
+    from ewi.ingest import ingest_files
 
     conn, home = built["conn"], config.ewi_home()
-    pseudonym = _pseudonym_in_kept_weeks(conn)
+    pseudonym = _pseudonym_of_the_newest_referrals(conn)
+    # held back by the gate too: a quarantined correction that holds the person's row, and its file
+    newest = max(f for f in built["files"] if f.name.startswith("referrals_"))
+    bad = _bad_correction(newest, tmp_path, "2358", sparing=pseudonym)
+    assert [r.status for r in ingest_files([bad], docs_index=False)] == ["quarantined"]
+    shutil.copy2(bad, config.landing_dir() / "processed" / "quarantined" / bad.name)
+    assert _one(conn, "select count(*) from quarantine.referrals where person_pseudonym = %s", pseudonym) == 1
     # a file of another kind that holds it: deleted whole (a CSV loses the person's lines)
     other = home / "gx" / "validation_results" / "retention-test" / "holds.json"
     other.parent.mkdir(parents=True, exist_ok=True)
@@ -217,6 +234,7 @@ def test_an_erased_pseudonym_is_nowhere_and_the_marts_are_recounted(built, capsy
     for path in (pgdata / "base" / str(oid)).iterdir():
         assert pseudonym.encode() not in path.read_bytes(), "an erased row is still in a table file"
     assert not other.exists()
+    assert _one(conn, "select count(*) from quarantine.referrals") > 0  # the batch, without the person
     for path, n in lines_before.items():
         assert len(path.read_bytes().splitlines()) < n
     # and never printed, logged or recorded; the audit has who, a reference and counts
@@ -224,7 +242,7 @@ def test_an_erased_pseudonym_is_nowhere_and_the_marts_are_recounted(built, capsy
     assert pseudonym not in printed.out + printed.err + caplog.text
     row = conn.execute("select erased_by, reference, rows_deleted, rebuild from audit.erasures "
                        "where id = %s", (summary["erasure"],)).fetchone()
-    assert row == ("dpo-test", "CASE-17/1", summary["rows"], "published")
+    assert row == ("dpo-test", "CASE-17/1", summary["rows"], "deferred")
     assert _one(conn, "select count(*) from audit.deletions where erasure = %s", summary["erasure"]) > 0
 
     # the incremental rebuild recounted the person's weeks: what a full refresh computes
