@@ -61,7 +61,8 @@ def built(module_db, synthetic_extracts, tmp_path_factory):
     os.environ.pop("EWI_LANDING_DIR", None)
 
 
-def _bad_correction(delivered: Path, folder: Path, at: str, sparing: str | None = None) -> Path:
+def _bad_correction(delivered: Path, folder: Path, at: str, sparing: str | None = None,
+                    year: str = "1900") -> Path:
     """A correction of a delivered referrals file that the gate quarantines: one row's birth year out
     of range (not the row of pseudonym `sparing`, which stays in the file as delivered)."""
     delivery = parse_file_name(delivered.name)
@@ -69,7 +70,7 @@ def _bad_correction(delivered: Path, folder: Path, at: str, sparing: str | None 
     header = lines[0].split(";")
     at_row = next(i for i, line in enumerate(lines[1:], 1) if sparing is None or sparing not in line)
     row = lines[at_row].split(";")
-    row[header.index("birth_year")] = "1900"
+    row[header.index("birth_year")] = year
     lines[at_row] = ";".join(row)
     bad = folder / f"referrals_{delivery.period}_{delivery.delivered:%Y%m%d}T{at}.csv"
     bad.write_bytes("\r\n".join(lines).encode("cp1252") + b"\r\n")
@@ -202,7 +203,7 @@ def test_an_erased_pseudonym_is_nowhere_and_the_marts_are_recounted(built, capsy
     pseudonym = _pseudonym_of_the_newest_referrals(conn)
     # held back by the gate too: a quarantined correction that holds the person's row, and its file
     newest = max(f for f in built["files"] if f.name.startswith("referrals_"))
-    bad = _bad_correction(newest, tmp_path, "2358", sparing=pseudonym)
+    bad = _bad_correction(newest, tmp_path, "2358", sparing=pseudonym, year="1901")  # not the fixture's file
     assert [r.status for r in ingest_files([bad], docs_index=False)] == ["quarantined"]
     shutil.copy2(bad, config.landing_dir() / "processed" / "quarantined" / bad.name)
     assert _one(conn, "select count(*) from quarantine.referrals where person_pseudonym = %s", pseudonym) == 1
