@@ -10,6 +10,7 @@ import subprocess
 from datetime import date, timedelta
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from ewi.alerts.eb import eb_statistic, marshall, window_sum
@@ -188,3 +189,40 @@ def test_default_method_var_one_method_or_per_indicator():
     s = configured_settings()
     mapped = Settings(s.farrington, s.rolling, s.ears, "farrington", s.min_count, {"contacts": "ears_c2"})
     assert mapped.default_for("contacts") == "ears_c2" and mapped.default_for("referrals") == "farrington"
+
+
+def test_glrnb_statistic_without_reset_alarms_where_the_chart_with_that_c_arl_does():
+    """glrnb's evidence is the GLR statistic without reset: its first crossing of a threshold is the
+    week the pipeline's chart (glrnb_runner, reset after each alarm) with c_ARL = that threshold first
+    alarms, so the evaluation can calibrate c_ARL like any threshold; a quadrupling stands out."""
+    from ewi.alerts.evaluation.registry import glrnb_statistic
+    from ewi.alerts.farrington import FarringtonControl, farrington_flexible
+    from ewi.alerts.glrnb_runner import glrnb_alarms
+
+    rng = np.random.default_rng(18)
+    n = 160
+    weekly = rng.poisson(np.full((3, n), 4.0)).astype(float)
+    weekly[0, -8:] = rng.poisson(16.0, 8)
+    panel = _panel(weekly, np.full((3, n), 1000.0))
+    stat = glrnb_statistic(panel)
+    assert stat.shape == (3, 52)
+    assert stat[0, -8:].max() > np.max(np.where(np.isfinite(stat[1:]), stat[1:], 0))
+    assert (stat[weekly[:, panel.monitored] < panel.settings.min_count] == -np.inf).all()
+    fc = FarringtonControl.from_dict({**panel.settings.farrington, "alpha": 0.5})
+    for a in range(3):
+        weeks = farrington_flexible(weekly[a], panel.week_starts, fc, population=np.full(n, 1000.0),
+                                    weeks=panel.monitored)
+        usable = [r.status in ("ok", "few_cases") and r.expected is not None and r.phi is not None for r in weeks]
+        series = pd.DataFrame({"observed": [r.observed for r in weeks],
+                               "expected": [r.expected if u else np.nan for r, u in zip(weeks, usable, strict=True)],
+                               "phi": [r.phi if u else np.nan for r, u in zip(weeks, usable, strict=True)]})
+        for c in (2.0, 5.0, float(np.nanmax(np.where(np.isfinite(stat[a]), stat[a], np.nan)))):
+            alarms = glrnb_alarms(series, {"c_arl": c})
+            alertable = alarms & (series["observed"].to_numpy() >= panel.settings.min_count)
+            crossing = np.flatnonzero(stat[a] >= c)
+            first_alarm = np.flatnonzero(alarms)
+            # the first crossing is the chart's first alarm (when that alarm's count is alertable)
+            if len(first_alarm) and alertable[first_alarm[0]]:
+                assert len(crossing) and crossing[0] == first_alarm[0]
+            elif len(crossing):
+                assert not len(first_alarm) or crossing[0] >= first_alarm[0]

@@ -28,6 +28,9 @@ from ewi.alerts.ears import ears
 from ewi.alerts.eb import eb_statistic, window_sum
 from ewi.alerts.evaluation.scoring import Settings
 from ewi.alerts.farrington import FarringtonControl, farrington_flexible
+from ewi.alerts.glrnb import glrnb_series
+from ewi.alerts.glrnb_runner import DEFAULTS as GLRNB_DEFAULTS
+from ewi.alerts.glrnb_runner import glrnb_control, overdispersion
 
 
 @dataclass
@@ -84,6 +87,35 @@ def farrington_statistic(panel: Panel) -> np.ndarray:
                                                   weeks=panel.monitored)):
             if r.status == "ok" and r.observed and r.observed >= min_count and r.p_value is not None:
                 out[a, j] = -np.log10(max(r.p_value, 1e-300))
+    return out
+
+
+def glrnb_statistic(panel: Panel, series: str = "watched") -> np.ndarray:
+    """The negative-binomial GLR statistic (glrnb_runner: mu0 = Farrington's expectation, alpha from
+    its phi) on the watched series (or the weekly counts: series="weekly"), computed WITHOUT reset
+    (c_ARL = inf) so that the evaluation can calibrate c_ARL like any threshold: the first week the
+    statistic reaches a threshold is the week the chart with that c_ARL alarms; after it the chart
+    without reset stays high where the pipeline's would restart, so alarms close together merge into
+    one signal (docs/decisions.md, issue 18: glrnb's threshold). The chart starts at the first
+    monitored week. -inf below alert_min_count and where Farrington has no expectation."""
+    values = panel.watched if series == "watched" else panel.weekly
+    control = {**panel.settings.farrington, "alpha": 0.5}
+    params = dict(GLRNB_DEFAULTS)
+    chart = glrnb_control({**params, "c_arl": np.inf})
+    n = len(panel.monitored)
+    out = np.full((len(panel.areas), n), -np.inf)
+    min_count = panel.settings.min_count
+    for a in range(len(panel.areas)):
+        fc = FarringtonControl.from_dict(control)
+        population = panel.population[a] if fc.population_offset else None
+        weeks = farrington_flexible(values[a], panel.week_starts, fc, population=population, weeks=panel.monitored)
+        observed = np.array([np.nan if r.observed is None else r.observed for r in weeks], dtype=float)
+        ok = [r.status in ("ok", "few_cases") and r.expected is not None and r.phi is not None for r in weeks]
+        expected = np.array([r.expected if o else np.nan for r, o in zip(weeks, ok, strict=True)], dtype=float)
+        phi = np.array([r.phi if o else np.nan for r, o in zip(weeks, ok, strict=True)], dtype=float)
+        _, statistic, _ = glrnb_series(observed, expected, overdispersion(params, expected, phi), chart)
+        alertable = np.isfinite(statistic) & np.isfinite(observed) & (np.nan_to_num(observed) >= min_count)
+        out[a, alertable] = statistic[alertable]
     return out
 
 
@@ -158,6 +190,10 @@ ORACLE_WINDOWS = (1, 2, 3, 4, 5, 6)
 
 register(Method("farrington", farrington_statistic, "Farrington-flexible (Noufaily 2013), alpha calibrated",
                 pipeline=True, per_area=True, sources=("alerts/farrington.py",)))
+register(Method("glrnb", glrnb_statistic,
+                "negative-binomial GLR (Höhle & Paul 2008) on Farrington's expectation, c_ARL calibrated",
+                pipeline=True, per_area=True,
+                sources=("alerts/farrington.py", "alerts/glrnb.py", "alerts/glrnb_runner.py")))
 for _m in ("ears_c1", "ears_c2", "ears_c3"):
     register(Method(_m, lambda panel, _m=_m: ears_statistic(panel, _m), f"EARS {_m[-2:].upper()}, z calibrated",
                     pipeline=True, per_area=True, sources=("alerts/ears.py",)))
