@@ -79,6 +79,33 @@ def test_brown_with_identical_tests_gives_back_the_single_p_value():
         assert combined == pytest.approx(0.013, rel=2e-3)
 
 
+@pytest.mark.parametrize(("k", "h", "shift", "reference"), [
+    (0.5, 4.0, 0.0, 336), (0.5, 5.0, 0.0, 930), (0.5, 4.0, 1.0, 8.38), (0.5, 5.0, 1.0, 10.4)])
+def test_cusum_run_length_against_the_tabulated_values(k, h, shift, reference):
+    """The upper CUSUM of N(shift, 1) statistics, k = 0.5: Montgomery's table of the tabular CUSUM
+    (Introduction to Statistical Quality Control, table 9.3) gives ARL0 168 / 465 for the two-sided
+    scheme at h = 4 / 5, i.e. 336 / 930 one-sided, and 8.38 / 10.4 at a shift of one standard deviation."""
+    assert area_score.cusum_arl(k, h, shift) == pytest.approx(reference, rel=0.01)
+
+
+@pytest.mark.parametrize(("k", "h", "shift"), [(0.5, 2.0, 0.0), (0.5, 4.0, 1.0), (1.0, 1.5, 0.5)])
+def test_cusum_alarms_as_often_as_its_run_length_says(k, h, shift):
+    """The CUSUM as the area score runs it (reset after an alarm) on simulated N(shift, 1) weeks:
+    the mean run length equals the Markov-chain ARL; a CUSUM that did not reset, or added k, would not."""
+    rng = np.random.default_rng(18)
+    z = rng.normal(shift, 1.0, size=(400, 3000))
+    _, alarms = area_score.cusum(z, k, h)
+    runs = np.concatenate([np.diff(np.flatnonzero(np.concatenate([[True], row]))) for row in alarms])
+    expected = area_score.cusum_arl(k, h, shift)
+    assert runs.mean() == pytest.approx(expected, rel=0.03)
+
+
+def test_cusum_accumulates_resets_and_reads_no_statistic_as_no_evidence():
+    sums, alarms = area_score.cusum([[1.0, 1.0, np.nan, 2.0, 0.0, 3.0]], k=0.5, h=1.5)
+    assert sums[0].tolist() == [0.5, 1.0, 0.5, 2.0, 0.0, 2.5]
+    assert alarms[0].tolist() == [False, False, False, True, False, True]
+
+
 def test_correlated_stouffer_is_standard_normal_under_the_null():
     """Strube's Z with the true correlation matrix keeps its nominal size: simulated correlated
     normal statistics (no rise) exceed the 1 % point 1 % of the time, while the naive Stouffer that

@@ -133,6 +133,33 @@ def stouffer_correlated(z, correlation) -> tuple[float, float]:
     return float(stats.norm.sf(statistic)), statistic
 
 
+def cusum(z, k: float, h: float) -> tuple[np.ndarray, np.ndarray]:
+    """One-sided upper CUSUM of weekly statistics z (series x weeks, or one series), reset to 0 after
+    an alarm: S_t = max(0, S_{t-1} + z_t - k), alarm when S_t >= h. A week without a statistic (NaN)
+    adds no evidence (z = 0). Returns (S after each week, before the reset; alarm flags)."""
+    z = np.nan_to_num(np.atleast_2d(np.asarray(z, dtype=float)), nan=0.0)
+    s = np.zeros(z.shape[0])
+    sums, alarms = np.zeros_like(z), np.zeros(z.shape, dtype=bool)
+    for t in range(z.shape[1]):
+        s = np.maximum(0.0, s + z[:, t] - k)
+        sums[:, t], alarms[:, t] = s, s >= h
+        s = np.where(alarms[:, t], 0.0, s)
+    return sums, alarms
+
+
+def cusum_arl(k: float, h: float, shift: float = 0.0, states: int = 400) -> float:
+    """Average run length of the upper CUSUM (start 0) of N(shift, 1) statistics, by Brook & Evans's
+    (1972) Markov chain: [0, h) in `states` cells, the first at 0 (the reflecting barrier)."""
+    width = h / (states - 0.5)
+    centres = np.arange(states) * width  # cell j = [(j - 1/2) w, (j + 1/2) w), cell 0 = [0, w/2)
+    upper = (np.arange(states) + 0.5) * width
+    # from centre i to cell j: P(centre_i + x - k in cell j), x ~ N(shift, 1)
+    cdf = stats.norm.cdf(upper[None, :] - centres[:, None] + k - shift)
+    q = np.diff(np.concatenate([np.zeros((states, 1)), cdf], axis=1), axis=1)
+    run = np.linalg.solve(np.eye(states) - q, np.ones(states))
+    return float(run[0])
+
+
 # ---------------------------------------------------------------------------------------------
 # Area x week scores
 # ---------------------------------------------------------------------------------------------

@@ -16,7 +16,11 @@ municipality, signals as published.area_signals forms them: alerts of one series
 - each single indicator, its Farrington threshold re-calibrated to the whole budget (a week alerts
   when its P(Y >= observed) <= alpha and the watched count reaches the alert minimum, which is how
   nbPlugin decides): the share with an alert of that indicator in the area within three weeks. The
-  best of them is the comparison; "any of the four" at the configured alphas is reported beside it.
+  best of them is the comparison; "any of the four" at the configured alphas is reported beside it;
+- the area score at its share of the budget (what the four indicators' alerts at their configured
+  alphas, each its own signal series, leave of it on the tuning seeds: its configured alpha);
+- a one-sided CUSUM of the area score's weekly Stouffer Z (area_score.cusum, reset after an alarm),
+  k swept, h calibrated to the whole budget and to the share, against the same.
 
 Usage: python -m ewi.alerts.evaluation.co_rises CACHE [--budget 1.0] [--workers 1]
 """
@@ -144,6 +148,59 @@ def _area_statistic(params: dict):
     return statistic
 
 
+#: The CUSUM on the area score's Stouffer Z (issue 18, second round): reference values k swept, the
+#: threshold h calibrated on a grid (the reset after an alarm makes false signals only nearly monotone
+#: in h, so the smallest h on the grid within budget is taken).
+CUSUM_K = (0.5, 1.0, 1.5, 2.0)
+CUSUM_H = tuple(np.round(np.arange(0.1, 40.0, 0.1), 1))
+
+
+def _area_z(params: dict):
+    """Per data set: the Stouffer Z and the rising components per area x week over the whole history
+    (the CUSUM runs from the start), and the monitored areas and weeks."""
+    def grids(d: dict) -> tuple[np.ndarray, np.ndarray, list[str], list[date]]:
+        res = d["results"].assign(week_start=pd.to_datetime(d["results"]["week_start"]).dt.date)
+        s = area_score.compute(res, {**params, "method": "stouffer"})
+        areas, weeks = _monitored(res)
+        every = sorted(s["week_start"].unique())
+        return _grid(s, "statistic", areas, every), _grid(s, "rising", areas, every), areas, weeks
+    return grids
+
+
+def _cusum_flags(grid, k: float, h: float, min_rising: int) -> tuple[np.ndarray, list[str], list[date]]:
+    """The CUSUM's alarms as a statistic for _found/_false (0 = alarm, 1 = none) over the monitored weeks;
+    an alarm needs min_rising components rising that week, as the area score's."""
+    z, rising, areas, weeks = grid
+    _, alarms = area_score.cusum(z, k, h)
+    alarms &= np.nan_to_num(rising, nan=0) >= min_rising
+    return np.where(alarms, 0.0, 1.0)[:, -len(weeks):], areas, weeks
+
+
+def _cusum_rows(grids: dict, rises: dict, budget: float, min_rising: int, label: str) -> list[dict]:
+    rows = []
+    for k in CUSUM_K:
+        h = next((h for h in CUSUM_H
+                  if _false([_cusum_flags(g, k, h, min_rising) for g in grids["tune_quiet"]], 0.5) <= budget),
+                 float("inf"))
+        flags = {name: [_cusum_flags(g, k, h, min_rising) for g in gs] for name, gs in grids.items()}
+        rows.append({"name": f"{label}:cusum:k={k:g}", "k": k, "h": h, "budget": budget,
+                     "tuning_false": _false(flags["tune_quiet"], 0.5),
+                     "tuning_found": _found(flags["tune_co"], rises["tune"], 0.5),
+                     "eval_false": _false(flags["eval_quiet"], 0.5),
+                     **{f"eval_found_{w}": _found(flags["eval_co"], rises["eval"], 0.5, w) for w in (3, 4, 6)}})
+    return rows
+
+
+def _indicator_false(quiet: list[dict], min_count: int, farrington: dict) -> float:
+    """New false signals per 4 weeks of the four component indicators' alerts at their configured
+    alphas, each indicator its own signal series (as area_signals lists them)."""
+    flags = []
+    for ind in area_score.COMPONENTS:
+        alpha = runner.alpha_for(farrington, ind)
+        flags += [np.nan_to_num(_single_statistic(ind, min_count)(d)[0], nan=1) <= alpha for d in quiet]
+    return _false_signals_per_4_weeks(flags) * len(area_score.COMPONENTS)
+
+
 def _found(per_seed: list, rises: list[tuple[int, dict]], threshold: float, within: int = WITHIN_WEEKS) -> int:
     """Rises with an alarm (statistic <= threshold) in their area within `within` weeks of the start."""
     hits = 0
@@ -158,6 +215,9 @@ def _found(per_seed: list, rises: list[tuple[int, dict]], threshold: float, with
 
 def _false(per_seed: list, threshold: float) -> float:
     return _false_signals_per_4_weeks([np.nan_to_num(s[0], nan=1) <= threshold for s in per_seed])
+
+
+CHOSEN = "area_score:stouffer:min_rising=2:chron+inval+refer+conta"
 
 
 def evaluate(cache: Path, workers: int = 1, budget: float = BUDGET_PER_4_WEEKS) -> dict:
@@ -175,13 +235,15 @@ def evaluate(cache: Path, workers: int = 1, budget: float = BUDGET_PER_4_WEEKS) 
         name = (f"area_score:{variant['method']}:min_rising={variant['min_rising']}:"
                 f"{'+'.join(c.split('_')[0][:5] for c in variant['components'])}")
         candidates[name] = _area_statistic({**base, **variant})
-    rows = []
+    rows, chosen = [], {}
     for name, statistic in candidates.items():
         tq, tc = [statistic(d) for d in tune_quiet], [statistic(d) for d in tune_co]
         threshold = _calibrate([q[0] for q in tq], budget)
         row = {"name": name, "threshold": threshold, "tuning_false": _false(tq, threshold),
                "tuning_found": _found(tc, tune_rises, threshold)}
         eq, ec = [statistic(d) for d in eval_quiet], [statistic(d) for d in eval_co]
+        if name == CHOSEN:
+            chosen = {"tq": tq, "eq": eq, "ec": ec}
         row.update(eval_false=_false(eq, threshold),
                    **{f"eval_found_{w}": _found(ec, eval_rises, threshold, w) for w in (3, 4, 6)})
         if name.startswith("single:"):
@@ -197,7 +259,21 @@ def evaluate(cache: Path, workers: int = 1, budget: float = BUDGET_PER_4_WEEKS) 
     eq, ec = [any_configured(d) for d in eval_quiet], [any_configured(d) for d in eval_co]
     rows.append({"name": "any single at its configured alpha", "eval_false": _false(eq, 0.5),
                  **{f"eval_found_{w}": _found(ec, eval_rises, 0.5, w) for w in (3, 4, 6)}})
-    return {"budget": budget, "tuning_seeds": TUNING, "evaluation_seeds": EVALUATION,
+    # The area score's share of the budget: what the four indicators' own alerts leave of it (tuning seeds)
+    indicators = _indicator_false(tune_quiet, base["min_count"], farrington)
+    share = max(budget - indicators, 0.0)
+    threshold = _calibrate([q[0] for q in chosen["tq"]], share)
+    rows.append({"name": "area_score:share", "threshold": threshold, "budget": share,
+                 "tuning_false": _false(chosen["tq"], threshold), "eval_false": _false(chosen["eq"], threshold),
+                 **{f"eval_found_{w}": _found(chosen["ec"], eval_rises, threshold, w) for w in (3, 4, 6)}})
+    # The cumulative element: a CUSUM of the same Stouffer Z, at the whole budget and at the share
+    z = _area_z(base)
+    grids = {"tune_quiet": [z(d) for d in tune_quiet], "tune_co": [z(d) for d in tune_co],
+             "eval_quiet": [z(d) for d in eval_quiet], "eval_co": [z(d) for d in eval_co]}
+    rises = {"tune": tune_rises, "eval": eval_rises}
+    for label, b in (("whole", budget), ("share", share)):
+        rows += _cusum_rows(grids, rises, b, int(base["min_rising"]), label)
+    return {"budget": budget, "indicators_false_tuning": indicators, "share": share, "tuning_seeds": TUNING, "evaluation_seeds": EVALUATION,
             "tuning_rises": len(tune_rises), "evaluation_rises": len(eval_rises), "rows": rows}
 
 
@@ -221,13 +297,27 @@ def render_section(result: dict) -> list[str]:
         "| method | alpha (tuned) | false signals / 4 wk | found <= 3 wk | <= 4 wk | <= 6 wk |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
+    def line(label: str, alpha: str, r: dict) -> str:
+        return (f"| {label} | {alpha} | {r['eval_false']:.2f} | {r['eval_found_3']} / {n} | "
+                f"{r['eval_found_4']} / {n} | {r['eval_found_6']} / {n} |")
+
     for name, r in rows.items():
-        if name.startswith("area_score") and name != chosen and "fisher_kost:min_rising=2:chron+inval" not in name:
+        if name.startswith(("area_score", "whole:", "share:")) and name != chosen \
+                and "fisher_kost:min_rising=2:chron+inval" not in name:
             continue
         label = {chosen: "**area score** (stouffer, 4 components, min_rising 2)"}.get(name, name.replace("single:", ""))
         alpha = f"{r['threshold']:.3g}" if "threshold" in r else "configured"
-        lines.append(f"| {label} | {alpha} | {r['eval_false']:.2f} | {r['eval_found_3']} / {n} | "
-                     f"{r['eval_found_4']} / {n} | {r['eval_found_6']} / {n} |")
+        lines.append(line(label, alpha, r))
+    share = rows.get("area_score:share")
+    if share:  # the area score's part of the budget, and the CUSUM on its Z at the same budgets
+        lines.append(line(f"area score at its share ({share['budget']:.2f} / 4 wk: the four indicators' alerts, "
+                          f"each its own series, give {result.get('indicators_false_tuning', 0):.2f})",
+                          f"{share['threshold']:.2g}", share))
+        for label in ("whole", "share"):
+            cusums = [r for name, r in rows.items() if name.startswith(f"{label}:cusum")]
+            best = max(cusums, key=lambda r: (r["tuning_found"], -r["k"]))  # chosen on the tuning seeds
+            lines.append(line(f"CUSUM of the area score's Z, k {best['k']:g} (best on tuning), "
+                              f"{'whole budget' if label == 'whole' else 'its share'}", f"h {best['h']:g}", best))
     return lines + [""]
 
 
