@@ -39,6 +39,8 @@ def test_evaluation_runs_end_to_end_on_tiny_sizes(tmp_path):
     report = out.read_text(encoding="utf-8")
     assert "# Alert evaluation" in report and "## Earlier targets (alerts, not signals: superseded by section 4)" in report
     assert "## 4. Each indicator against its own ceiling" in report
+    # the co-rises' data sets are not cached here: the section says how to measure it instead of taking ~15 min
+    assert "## The area score on co-occurring rises (issue 18)" in report and "Not measured in this run" in report
     rows = result["ceiling"]["rows"]
     assert {r["method"] for r in rows} >= {"farrington", "ears_c2", "eb", "oracle"}
     assert set(result["ceiling"]["defaults"]) == set(INDICATORS)
@@ -200,3 +202,19 @@ def test_the_evaluations_counts_are_the_warehouses(ewi_home, tmp_path):
     for column in ("numerator", "denominator", "is_share"):
         assert (both[f"{column}_built"] == both[f"{column}_twin"]).all(), column
     assert (both["note_built"].fillna("") == both["note_twin"].fillna("")).all()
+
+
+def test_the_co_rises_section_is_included_only_with_its_data_sets_cached(tmp_path):
+    """make eval includes the area score's co-rises section when all 36 data sets are cached (about 2
+    minutes), not when one is missing (about 15 minutes cold)."""
+    from ewi.alerts.evaluation import co_rises
+
+    names = [f"farrington-{s}-0.pkl" for s in co_rises.TUNING["quiet"] + co_rises.EVALUATION["quiet"]]
+    names += [f"farrington-{s}-{co_rises.CO_RISES_PER_SEED}.pkl" for s in co_rises.TUNING["co"] + co_rises.EVALUATION["co"]]
+    assert len(names) == 36 and not co_rises.cached(tmp_path)
+    for name in names[:-1]:
+        (tmp_path / name).write_bytes(b"")
+    assert not co_rises.cached(tmp_path)
+    (tmp_path / names[-1]).write_bytes(b"")
+    assert co_rises.cached(tmp_path)
+
