@@ -218,3 +218,27 @@ def test_the_co_rises_section_is_included_only_with_its_data_sets_cached(tmp_pat
     (tmp_path / names[-1]).write_bytes(b"")
     assert co_rises.cached(tmp_path)
 
+
+
+def test_the_co_rises_cusum_alarms_only_with_components_rising_and_counts_each_indicator_as_a_series():
+    """The measured CUSUM: an alarm of the sums needs min_rising components rising that week, as the
+    area score's alarm does; the indicators' false signals are summed over their series, not pooled."""
+    from datetime import date, timedelta
+
+    import pandas as pd
+
+    from ewi.alerts.evaluation import co_rises
+
+    weeks = [date(2024, 1, 1) + timedelta(weeks=i) for i in range(4)]
+    z = np.array([[3.0, 3.0, 3.0, 3.0]])
+    grid = (z, np.array([[2, 1, 2, 0]]), ["A"], weeks[-3:])
+    flags, _, _ = co_rises._cusum_flags(grid, k=1.0, h=1.5, min_rising=2)
+    assert flags.tolist() == [[1.0, 0.0, 1.0]]  # weeks 2-4: rising 1, 2, 0
+    # two indicators alerting in the same area and week: two signals (two series), not one
+    rows = [{"area_code": "A", "indicator": ind, "week_start": w, "observed": 9, "status": "ok",
+             "p_value": 0.001 if w == weeks[-1] else 0.9}
+            for ind in co_rises.area_score.COMPONENTS[:2] for w in weeks]
+    rows += [{**r, "indicator": ind, "p_value": 0.9} for r in rows[:4] for ind in co_rises.area_score.COMPONENTS[2:]]
+    quiet = [{"results": pd.DataFrame(rows)}]
+    farrington = {"alpha": 0.01}
+    assert co_rises._indicator_false(quiet, 5, farrington) == 4 * 2 / len(weeks)
