@@ -278,3 +278,26 @@ def test_verifying_with_another_installations_key_says_so(clone):
     with psycopg.connect(dsn, autocommit=True) as conn:
         result = audit_chain.verify(conn, key="not-the-key")
     assert result.problems[0].kind == "wrong_key" and "not the key" in result.first_broken
+
+
+def test_a_broken_chain_is_told_to_the_data_engineers_by_record_never_by_content(clone, monkeypatch):
+    """What the nightly ewi_audit_verify DAG sends (people_notices.verify_audit_chain)."""
+    from ewi.orchestration import people_notices
+
+    dsn, conn = clone
+    batch = conn.execute("select batch_id from audit.batches where status = 'quarantined'").fetchone()[0]
+    reason = conn.execute("select reason from audit.batches where batch_id = %s", (batch,)).fetchone()[0]
+    assert people_notices.chain_message(verify(dsn)) is None
+    with outsider(dsn, bypass_trigger=True) as sql:
+        sql.execute("update audit.batches set reason = 'fine' where batch_id = %s", (batch,))
+    message = people_notices.chain_message(verify(dsn), "https://ewi.example.org")
+    assert message.audience == "engineer" and "broken" in message.subject
+    assert batch in message.text and "https://ewi.example.org/audit" in message.text
+    assert reason not in message.text and "fine" not in message.text
+
+    sent = []
+    monkeypatch.setattr(people_notices, "send", lambda m, context=None: sent.append(m) or ["test"])
+    monkeypatch.setenv("EWI_WAREHOUSE_DB", conn.info.dbname)
+    outcome = people_notices.verify_audit_chain()
+    assert outcome["holds"] is False and [m.subject for m in sent] == [message.subject]
+    assert conn.execute("select holds from audit.chain_verifications order by id desc limit 1").fetchone()[0] is False

@@ -16,7 +16,8 @@ import pytest
 from ewi import config
 from ewi.orchestration import assets, callbacks, dag_defaults, ingest_tasks, transform_tasks
 
-EXPECTED_DAGS = {"ewi_ingest", "ewi_transform", "ewi_dashboard_refresh", "ewi_freshness", "ewi_retention"}
+EXPECTED_DAGS = {"ewi_ingest", "ewi_transform", "ewi_dashboard_refresh", "ewi_freshness", "ewi_retention",
+                 "ewi_audit_verify"}
 DAG_FILES = sorted(config.DAGS_DIR.glob("*.py"))
 FORBIDDEN_AT_PARSE = ("great_expectations", "dbt", "pandas")
 
@@ -355,3 +356,9 @@ def test_the_coordinators_are_told_of_new_signals_only_after_a_publish(dagbag):
     notify = dagbag.dags["ewi_transform"].get_task("notify_new_signals")
     assert notify.upstream_task_ids == {"build", "publish"}
     assert notify.trigger_rule == "all_success"
+
+
+def test_the_audit_chain_is_verified_every_night(dagbag):
+    dag = dagbag.dags["ewi_audit_verify"]
+    assert [t.task_id for t in dag.tasks] == ["verify_chain"]
+    assert type(dag.timetable).__name__ == "CronTriggerTimetable"  # on a schedule, not an asset

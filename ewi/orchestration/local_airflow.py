@@ -62,7 +62,7 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_GATE = 3
 
-DAG_IDS = ("ewi_ingest", "ewi_transform", "ewi_dashboard_refresh", "ewi_freshness")
+DAG_IDS = ("ewi_ingest", "ewi_transform", "ewi_dashboard_refresh", "ewi_freshness", "ewi_audit_verify")
 
 
 # --- demo-run ---------------------------------------------------------------------------------

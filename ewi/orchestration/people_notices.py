@@ -213,3 +213,28 @@ def notify_late_sources(context: Any = None) -> list[str]:
 
     message = late_message(transform.source_freshness())
     return send(message, context) if message else []
+
+
+def chain_message(result, base_url: str | None = None) -> Message | None:
+    """The data engineers' (and through them the auditors') alarm when the audit chain is broken: the
+    first broken records by chain number, table and key (never content), and where to read more."""
+    if result.holds:
+        return None
+    base = base_url or dashboard_url()
+    lines = ["Granskningsspårets hashkedja är bruten / The audit trail's hash chain is broken:", ""]
+    lines += [f"- {p.words}" for p in result.problems[:5]]
+    lines += ["", "ewi audit verify names them all; " f"Granskning / Audit: {base}/audit"]
+    return Message("engineer", "[EWI] Granskningsspåret är brutet / The audit trail is broken", "\n".join(lines) + "\n")
+
+
+def verify_audit_chain(context: Any = None) -> dict[str, Any]:
+    """Verify the audit chain (recorded for the auditors' page) and tell the data engineers when it
+    is broken. A broken chain does not fail the task: the verification has done its work, and the
+    retries would only verify and tell again."""
+    from ewi import audit_chain
+
+    result = audit_chain.verify_warehouse()
+    message = chain_message(result)
+    if message:
+        send(message, context)
+    return {"holds": result.holds, "records_checked": result.records_checked, "problems": result.problem_count}
