@@ -3,8 +3,9 @@
 -- this builds fine, without farrington rows, while that table is empty), glrnb (the negative-binomial
 -- GLR, ewi.alerts.run_glrnb -> alerts.glrnb_results, on Farrington's expectations) and ears_c1/c2/c3
 -- (alert_ears). is_default_method marks the method the dashboard calls "an alert" for the row's
--- indicator (var ewi_default_alert_method: one method, or indicator -> method). The area score (ewi.alerts.run_area_score -> alerts.area_score_results)
--- adds one row per area and week with indicator and method 'area_score', its own default.
+-- indicator (var ewi_default_alert_method: one method, or indicator -> method). The area score
+-- (ewi.alerts.run_area_score -> alerts.area_score_results) adds one row per area and week with
+-- indicator and method 'area_score', its own default.
 -- Disclosure control: an alert's figures are sums and means of the weekly cells that
 -- area_weekly_indicators publishes or suppresses, so a figure built from a suppressed cell would give
 -- that cell back by differencing (observed 7 over three weeks of which two are published 0 and 2).
