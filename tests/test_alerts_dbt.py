@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 
 from ewi.alerts.ears import EarsControl, ears
+from ewi.alerts.glrnb_runner import c_arl_for, glrnb_parameters, run_glrnb
 from ewi.alerts.glrnb_runner import compute as glrnb_compute
-from ewi.alerts.glrnb_runner import glrnb_parameters, run_glrnb
 from ewi.alerts.runner import run_farrington
 from ewi.alerts.series import INDICATORS, monitored_series
 from tests.weekly_counts import AREAS, WEEKS, load_weekly_counts, weekly_counts
@@ -185,7 +185,8 @@ def test_glrnb_through_the_pipeline(alert_warehouse, db):
     assert set(stored["status"]) >= {"ok", "insufficient_history", "no_data"}
     # an alarm is exactly a statistic at or over c_ARL, and the threshold is consistent with it
     ok = stored[stored["status"] == "ok"]
-    assert ((ok["statistic"].astype(float) >= glrnb_parameters()["c_arl"]) == ok["is_alert"]).all()
+    c_arl = ok["indicator"].map(lambda indicator: c_arl_for(glrnb_parameters(), indicator)).astype(float)
+    assert ((ok["statistic"].astype(float) >= c_arl) == ok["is_alert"]).all()
     assert ((ok["cases_needed"].astype(float) <= farrington.set_index(["area_code", "indicator", "week_start"])
              .loc[list(zip(ok["area_code"], ok["indicator"], ok["week_start"], strict=True)), "observed"]
              .to_numpy(dtype=float)) == ok["is_alert"].to_numpy()).all()
