@@ -304,7 +304,7 @@ def built(module_warehouse, tmp_path_factory, monkeypatch_module):
     shutil.copytree(config.DBT_PROJECT_DIR, project, ignore=shutil.ignore_patterns("target", "logs"))
     settings = project / "dbt_project.yml"
     text = settings.read_text(encoding="utf-8")
-    settings.write_text(text.replace("    alpha: 0.0047\n", "    alpha: 0.05\n"), encoding="utf-8")
+    settings.write_text(text.replace("    alpha: 0.003478\n", "    alpha: 0.05\n"), encoding="utf-8")
     assert settings.read_text(encoding="utf-8") != text
     monkeypatch_module.setattr(config, "DBT_PROJECT_DIR", project)
     ingest_files(sorted(out.glob("*.csv")))

@@ -52,7 +52,7 @@ INDICATOR = "area_score"
 COMPONENTS = ("chronic_absence", "invalid_absence", "referrals", "contacts")
 #: Used when dbt_project.yml has no `area_score` var (kept equal to the block there).
 DEFAULTS = {
-    "method": "stouffer", "alpha": 0.0047, "rising_p": 0.2, "min_rising": 2,
+    "method": "stouffer", "alpha": 0.003478, "rising_p": 0.2, "min_rising": 2,
     "min_pairs": 100, "components": list(COMPONENTS),
 }
 #: Kost & McDermott (2002), eq. (9): cov(-2 ln p_i, -2 ln p_j) for one-sided p-values of standard

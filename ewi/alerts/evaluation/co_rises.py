@@ -17,8 +17,8 @@ municipality, signals as published.area_signals forms them: alerts of one series
   when its P(Y >= observed) <= alpha and the watched count reaches the alert minimum, which is how
   nbPlugin decides): the share with an alert of that indicator in the area within three weeks. The
   best of them is the comparison; "any of the four" at the configured alphas is reported beside it;
-- the area score at its share of the budget (what the four indicators' alerts at their configured
-  alphas, each its own signal series, leave of it on the tuning seeds: its configured alpha);
+- the area score at its share of the budget (one sixth: the dashboard's six signal series, the five
+  indicators and the area score, share it equally; its configured alpha);
 - a one-sided CUSUM of the area score's weekly Stouffer Z (area_score.cusum, reset after an alarm),
   k swept, h calibrated to the whole budget and to the share, against the same.
 
@@ -40,6 +40,7 @@ import pandas as pd
 
 from ewi import config
 from ewi.alerts import area_score, runner
+from ewi.alerts.evaluation.ceiling import SIGNAL_SERIES
 from ewi.alerts.evaluation.synth_suite import END_WEEK, QUIET_SEEDS
 
 CO_SEED_BASE = 800  # not the seeds of any other evaluation or tuning set
@@ -267,9 +268,10 @@ def evaluate(cache: Path, workers: int = 1, budget: float = BUDGET_PER_4_WEEKS) 
     eq, ec = [any_configured(d) for d in eval_quiet], [any_configured(d) for d in eval_co]
     rows.append({"name": "any single at its configured alpha", "eval_false": _false(eq, 0.5),
                  **{f"eval_found_{w}": _found(ec, eval_rises, 0.5, w) for w in (3, 4, 6)}})
-    # The area score's share of the budget: what the four indicators' own alerts leave of it (tuning seeds)
+    # The area score's share of the budget: one of the dashboard's signal series, each with an equal share
+    # (ceiling.SIGNAL_SERIES: the five indicators, each calibrated to its share there, and the area score)
     indicators = _indicator_false(tune_quiet, base["min_count"], farrington)
-    share = max(budget - indicators, 0.0)
+    share = budget / SIGNAL_SERIES
     threshold = _calibrate([q[0] for q in chosen["tq"]], share)
     rows.append({"name": "area_score:share", "threshold": threshold, "budget": share,
                  "tuning_false": _false(chosen["tq"], threshold), "eval_false": _false(chosen["eq"], threshold),
@@ -318,8 +320,8 @@ def render_section(result: dict) -> list[str]:
         lines.append(line(label, alpha, r))
     share = rows.get("area_score:share")
     if share:  # the area score's part of the budget, and the CUSUM on its Z at the same budgets
-        lines.append(line(f"area score at its share ({share['budget']:.2f} / 4 wk: the four indicators' alerts, "
-                          f"each its own series, give {result.get('indicators_false_tuning', 0):.2f})",
+        lines.append(line(f"area score at its share ({share['budget']:.2f} / 4 wk, one of {SIGNAL_SERIES} signal series; "
+                          f"the four indicators' alerts give {result.get('indicators_false_tuning', 0):.2f})",
                           f"{share['threshold']:.2g}", share))
         for label in ("whole", "share"):
             cusums = [r for name, r in rows.items() if name.startswith(f"{label}:cusum")]
