@@ -40,15 +40,13 @@ import pandas as pd
 
 from ewi import config
 from ewi.alerts import area_score, runner
-from ewi.alerts.evaluation.ceiling import SIGNAL_SERIES
+from ewi.alerts.evaluation.ceiling import BUDGET_PER_4_WEEKS, SIGNAL_SERIES, new_signals
 from ewi.alerts.evaluation.synth_suite import END_WEEK, QUIET_SEEDS
 
 CO_SEED_BASE = 800  # not the seeds of any other evaluation or tuning set
 CO_RISES_PER_SEED = 3
 WEEKS = 156
 WITHIN_WEEKS = 3
-BUDGET_PER_4_WEEKS = 1.0
-SIGNAL_GAP_WEEKS = 2
 #: The area score's parameters swept (alpha is calibrated to the budget for each).
 SWEEP = [{"method": m, "rising_p": 0.2, "min_rising": mr, "components": c}
          for m in ("stouffer", "fisher_kost") for mr in (1, 2)
@@ -75,16 +73,6 @@ def _farrington_for_seed(args) -> Path:
     return target
 
 
-def _signal_starts(alerts: np.ndarray, gap: int = SIGNAL_GAP_WEEKS) -> np.ndarray:
-    """series x weeks alert flags -> flags of the weeks that open a signal (no alert in the `gap`
-    weeks before)."""
-    padded = np.pad(alerts, ((0, 0), (gap + 1, 0)))
-    recent = np.zeros_like(alerts)
-    for k in range(1, gap + 2):
-        recent |= padded[:, gap + 1 - k: gap + 1 - k + alerts.shape[1]]
-    return alerts & ~recent
-
-
 def _grid(frame: pd.DataFrame, value: str, areas: list[str], weeks: list[date]) -> np.ndarray:
     table = frame.pivot(index="area_code", columns="week_start", values=value)
     return table.reindex(index=areas, columns=weeks).to_numpy(dtype=float)
@@ -92,7 +80,7 @@ def _grid(frame: pd.DataFrame, value: str, areas: list[str], weeks: list[date]) 
 
 def _false_signals_per_4_weeks(flags: list[np.ndarray]) -> float:
     weeks = sum(f.shape[1] for f in flags)
-    return 4 * sum(_signal_starts(f).sum() for f in flags) / weeks if weeks else float("nan")
+    return 4 * sum(new_signals(f).sum() for f in flags) / weeks if weeks else float("nan")
 
 
 def _calibrate(statistics: list[np.ndarray], budget: float) -> float:
